@@ -1,0 +1,244 @@
+//! Series identity (SPEC §1): name + type + the sorted tag set, with global tags merged in.
+//! Encoded once per line into a reused buffer on the receive path; a shard keeps it as a
+//! shared, immutable [`SeriesKey`] that the flush record borrows without copying.
+//!
+//! Layout: `[kind code] name (0x00 key 0x01 value)*`, tags sorted by key and unique. Names and
+//! tags hold no control characters (the parser and config reject them), so the separators
+//! are unambiguous.
+
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::protocol::{MetricKind, Tag};
+
+const TAG_START: u8 = 0x00;
+const TAG_VALUE: u8 = 0x01;
+
+/// The canonical identity of one series.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SeriesKey(Arc<[u8]>);
+
+impl Borrow<[u8]> for SeriesKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesKey")
+            .field("kind", &self.kind())
+            .field("name", &self.name())
+            .field("tags", &self.tags().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SeriesKey {
+    /// Wraps encoded key bytes (from [`KeyEncoder`]).
+    pub fn from_bytes(bytes: &[u8]) -> SeriesKey {
+        SeriesKey(Arc::from(bytes))
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The series' metric kind.
+    pub fn kind(&self) -> MetricKind {
+        self.0
+            .first()
+            .and_then(|&c| MetricKind::from_code(c))
+            .unwrap_or(MetricKind::Counter)
+    }
+
+    /// The metric name.
+    pub fn name(&self) -> &str {
+        let rest = self.0.get(1..).unwrap_or_default();
+        let end = rest
+            .iter()
+            .position(|&b| b == TAG_START)
+            .unwrap_or(rest.len());
+        as_str(&rest[..end])
+    }
+
+    /// The tags, sorted by key.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        let rest = self.0.get(1..).unwrap_or_default();
+        rest.split(|&b| b == TAG_START).skip(1).map(|tag| {
+            let split = tag
+                .iter()
+                .position(|&b| b == TAG_VALUE)
+                .unwrap_or(tag.len());
+            let value = tag.get(split + 1..).unwrap_or_default();
+            (as_str(&tag[..split]), as_str(value))
+        })
+    }
+
+    /// Orders keys by name, then tags, then kind: the order of the flush record.
+    pub fn record_order(&self, other: &SeriesKey) -> std::cmp::Ordering {
+        let a = self.0.get(1..).unwrap_or_default();
+        let b = other.0.get(1..).unwrap_or_default();
+        a.cmp(b).then(self.0.first().cmp(&other.0.first()))
+    }
+}
+
+/// Keys are built from validated UTF-8 and split at ASCII bytes, so this never fails; the
+/// fallback keeps it panic-free regardless.
+fn as_str(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("\u{fffd}")
+}
+
+/// Encodes series keys of one line into a caller-owned buffer. Holds the global tags.
+#[derive(Debug, Clone)]
+pub struct KeyEncoder {
+    global_tags: Arc<[(String, String)]>,
+}
+
+impl KeyEncoder {
+    /// `global_tags` must be sorted by key with unique keys (as the config validates them).
+    pub fn new(global_tags: Arc<[(String, String)]>) -> KeyEncoder {
+        KeyEncoder { global_tags }
+    }
+
+    /// Appends the key of `name` + `tags` to `out`, with a placeholder kind byte first (the
+    /// shard writes each sample's kind there). Sorts `tags` in place; a client tag wins over
+    /// an earlier duplicate never (first wins) and over a global tag with the same key.
+    /// Returns the routing hash, which ignores the kind so all samples of a line go to one
+    /// shard.
+    pub fn encode(&self, name: &str, tags: &mut [Tag<'_>], out: &mut Vec<u8>) -> u64 {
+        let start = out.len();
+        out.push(0);
+        out.extend_from_slice(name.as_bytes());
+        // Stable: among equal keys the first sent stays first.
+        tags.sort_by(|a, b| a.key.cmp(b.key));
+        let mut globals = self.global_tags.iter().peekable();
+        let mut previous: Option<&str> = None;
+        for tag in tags.iter() {
+            if previous == Some(tag.key) {
+                continue;
+            }
+            previous = Some(tag.key);
+            while let Some((key, value)) = globals.next_if(|(k, _)| k.as_str() < tag.key) {
+                push_tag(out, key, value);
+            }
+            globals.next_if(|(k, _)| k.as_str() == tag.key);
+            push_tag(out, tag.key, tag.value);
+        }
+        for (key, value) in globals {
+            push_tag(out, key, value);
+        }
+        let mut hasher = rustc_hash::FxHasher::default();
+        out[start + 1..].hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Merges an event's tags (as sent) with the global tags: first wins, sorted by key.
+    pub fn merge_owned(&self, mut tags: Vec<(String, String)>) -> Vec<(String, String)> {
+        tags.sort_by(|a, b| a.0.cmp(&b.0));
+        tags.dedup_by(|later, first| later.0 == first.0);
+        for (key, value) in self.global_tags.iter() {
+            if let Err(at) = tags.binary_search_by(|t| t.0.as_str().cmp(key)) {
+                tags.insert(at, (key.clone(), value.clone()));
+            }
+        }
+        tags
+    }
+}
+
+fn push_tag(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.push(TAG_START);
+    out.extend_from_slice(key.as_bytes());
+    out.push(TAG_VALUE);
+    out.extend_from_slice(value.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(
+        global: &[(&str, &str)],
+        name: &str,
+        tags: &[(&'static str, &'static str)],
+    ) -> SeriesKey {
+        let global: Arc<[(String, String)]> = global
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let encoder = KeyEncoder::new(global);
+        let mut tags: Vec<Tag<'_>> = tags
+            .iter()
+            .map(|&(key, value)| Tag { key, value })
+            .collect();
+        let mut out = Vec::new();
+        encoder.encode(name, &mut tags, &mut out);
+        out[0] = MetricKind::Timer.code();
+        SeriesKey::from_bytes(&out)
+    }
+
+    #[test]
+    fn key_round_trips_name_kind_and_sorted_tags() {
+        let k = key(&[], "api.latency", &[("region", "eu"), ("env", "prod")]);
+        assert_eq!(k.name(), "api.latency");
+        assert_eq!(k.kind(), MetricKind::Timer);
+        assert_eq!(
+            k.tags().collect::<Vec<_>>(),
+            vec![("env", "prod"), ("region", "eu")]
+        );
+    }
+
+    #[test]
+    fn tag_order_does_not_change_identity() {
+        assert_eq!(
+            key(&[], "x", &[("a", "1"), ("b", "2")]),
+            key(&[], "x", &[("b", "2"), ("a", "1")])
+        );
+    }
+
+    #[test]
+    fn first_duplicate_tag_wins() {
+        let k = key(&[], "x", &[("env", "canary"), ("env", "prod")]);
+        assert_eq!(k.tags().collect::<Vec<_>>(), vec![("env", "canary")]);
+    }
+
+    #[test]
+    fn client_tag_wins_over_global_tag() {
+        let k = key(
+            &[("env", "prod"), ("zone", "a")],
+            "x",
+            &[("env", "dev"), ("b", "")],
+        );
+        assert_eq!(
+            k.tags().collect::<Vec<_>>(),
+            vec![("b", ""), ("env", "dev"), ("zone", "a")]
+        );
+    }
+
+    #[test]
+    fn name_without_tags_has_no_tags() {
+        let k = key(&[], "plain", &[]);
+        assert_eq!(k.name(), "plain");
+        assert_eq!(k.tags().count(), 0);
+    }
+
+    #[test]
+    fn event_tags_merge_first_wins_then_globals() {
+        let encoder = KeyEncoder::new(Arc::from(vec![("env".to_string(), "prod".to_string())]));
+        let merged = encoder.merge_owned(vec![
+            ("b".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "".into()),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                ("a".to_string(), "".to_string()),
+                ("b".to_string(), "1".to_string()),
+                ("env".to_string(), "prod".to_string())
+            ]
+        );
+    }
+}

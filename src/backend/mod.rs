@@ -1,0 +1,144 @@
+//! Backends: where flush records go. Each runs on its own thread behind a small bounded
+//! queue, so a slow one never delays aggregation or the others; a record it cannot take is
+//! skipped for it, counted and logged. A new backend is one file implementing [`Backend`].
+
+mod capture;
+mod console;
+mod json_file;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+pub use capture::CaptureBackend;
+pub use console::ConsoleBackend;
+pub use json_file::JsonFileBackend;
+
+use crate::config::BackendConfig;
+use crate::record::Record;
+use crate::telemetry::Telemetry;
+
+/// How many records may wait for one backend.
+const QUEUE_RECORDS: usize = 4;
+
+/// A backend failure, with the backend's name.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{backend}: {path}: {source}")]
+    File {
+        backend: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{backend}: {source}")]
+    Io {
+        backend: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Where flush records go. `write` is called once per flush, on the backend's own thread.
+pub trait Backend: Send {
+    /// The name used in logs.
+    fn name(&self) -> &str;
+
+    /// Delivers one record.
+    ///
+    /// # Errors
+    /// When the record could not be delivered; it is logged and counted, and the backend
+    /// receives the next record as usual.
+    fn write(&mut self, record: &Record) -> Result<(), BackendError>;
+
+    /// Called once after the last record, before the agent exits.
+    ///
+    /// # Errors
+    /// When pending output could not be completed.
+    fn close(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// Builds the backend a config entry describes.
+///
+/// # Errors
+/// When the backend cannot start (a file that cannot be opened).
+pub fn build(config: &BackendConfig) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(match config {
+        BackendConfig::Console { json } => Box::new(ConsoleBackend::new(*json)),
+        BackendConfig::JsonFile(file) => Box::new(JsonFileBackend::open(file)?),
+    })
+}
+
+/// A running backend: its queue and thread.
+pub struct BackendHandle {
+    name: String,
+    tx: Sender<Arc<Record>>,
+    done_rx: crossbeam_channel::Receiver<()>,
+    thread: JoinHandle<()>,
+}
+
+impl BackendHandle {
+    /// Starts `backend` on its own thread.
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
+    pub fn spawn(
+        mut backend: Box<dyn Backend>,
+        telemetry: Arc<Telemetry>,
+    ) -> std::io::Result<BackendHandle> {
+        let name = backend.name().to_string();
+        let (tx, rx) = crossbeam_channel::bounded::<Arc<Record>>(QUEUE_RECORDS);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let thread_name = format!("tallyd-backend-{name}");
+        let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
+            for record in rx.iter() {
+                if let Err(e) = backend.write(&record) {
+                    tracing::error!(backend = backend.name(), error = %e, "backend failed");
+                    telemetry.backend_error();
+                }
+            }
+            if let Err(e) = backend.close() {
+                tracing::error!(backend = backend.name(), error = %e, "backend failed to close");
+            }
+            let _ = done_tx.send(());
+        })?;
+        Ok(BackendHandle {
+            name,
+            tx,
+            done_rx,
+            thread,
+        })
+    }
+
+    /// Queues a record; when the queue is full the record is skipped for this backend and
+    /// counted.
+    pub fn send(&self, record: Arc<Record>, telemetry: &Telemetry) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                telemetry.dropped_record();
+                tracing::warn!(backend = %self.name, "backend queue full: record skipped");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                telemetry.dropped_record();
+                tracing::error!(backend = %self.name, "backend stopped: record skipped");
+            }
+        }
+    }
+
+    /// Closes the queue and waits (until `deadline`) for the backend to finish what it holds.
+    pub fn close(self, deadline: Instant) {
+        drop(self.tx);
+        match self.done_rx.recv_deadline(deadline) {
+            Ok(()) => {
+                let _ = self.thread.join();
+            }
+            Err(_) => tracing::error!(
+                backend = %self.name,
+                "backend did not finish before the shutdown deadline"
+            ),
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The configuration: raw serde structs as the TOML file spells them, then one validation
+//! pass into [`Config`], the types the rest of the agent uses. Nothing downstream
+//! re-validates. Errors name the file, the line and column, and what is wrong.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::aggregate::distribution::{Bins, DistributionConfig, Percentile};
+use crate::glob::Glob;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `host` of every flush record.
+    pub host: String,
+    pub server: ServerConfig,
+    pub aggregation: AggregationConfig,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// Listeners and the receive path.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub unix: Vec<PathBuf>,
+    pub udp_sockets_per_address: usize,
+    pub udp_recv_buffer_bytes: usize,
+    pub udp_batch: usize,
+    pub max_datagram_bytes: usize,
+    pub tcp_max_line_bytes: usize,
+    pub queue_batches: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// Shards and the arithmetic.
+#[derive(Debug, Clone)]
+pub struct AggregationConfig {
+    pub flush_interval: Duration,
+    pub shards: usize,
+    pub distribution: DistributionConfig,
+    pub gauge_deltas: bool,
+    pub series_ttl: Duration,
+    pub max_series: usize,
+    /// Sorted by key, keys unique.
+    pub global_tags: Vec<(String, String)>,
+    pub histograms: Vec<HistogramRule>,
+}
+
+impl AggregationConfig {
+    /// The bins of the first histogram rule whose pattern matches `name`.
+    pub fn bins_for(&self, name: &str) -> Option<&Arc<Bins>> {
+        self.histograms
+            .iter()
+            .find(|rule| rule.metric.matches(name))
+            .map(|rule| &rule.bins)
+    }
+}
+
+/// Histogram bins for the timers, histograms and distributions whose name matches.
+#[derive(Debug, Clone)]
+pub struct HistogramRule {
+    pub metric: Glob,
+    pub bins: Arc<Bins>,
+}
+
+/// One configured backend.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Console { json: bool },
+    JsonFile(JsonFileConfig),
+}
+
+impl BackendConfig {
+    /// The name used in logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendConfig::Console { .. } => "console",
+            BackendConfig::JsonFile(_) => "json_file",
+        }
+    }
+}
+
+/// The JSON Lines file backend.
+#[derive(Debug, Clone)]
+pub struct JsonFileConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub keep: usize,
+}
+
+impl Default for Config {
+    /// The built-in defaults: UDP 127.0.0.1:8125, 10 s flush, console backend.
+    fn default() -> Config {
+        let raw: RawConfig = toml::from_str("").unwrap_or_else(|e| unreachable!("{e}"));
+        raw.validate()
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {}", e.message))
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, and for content errors the line and column.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Validates TOML text; `path` is used in error messages only.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with the line and column of the problem.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
+        raw.validate().map_err(|e| invalid(e.span, e.message))
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// A validation error with the span of the value at fault.
+struct Invalid {
+    span: Option<std::ops::Range<usize>>,
+    message: String,
+}
+
+impl Invalid {
+    fn at<T>(value: &toml::Spanned<T>, message: impl fmt::Display) -> Invalid {
+        Invalid {
+            span: Some(value.span()),
+            message: message.to_string(),
+        }
+    }
+}
+
+// ---- raw structs: the file as written -------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// The record's `host`; the machine's hostname when absent.
+    host: Option<String>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    aggregation: RawAggregation,
+    /// Defaults to one console backend when absent.
+    backends: Option<Vec<RawBackend>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    udp: Vec<SocketAddr>,
+    tcp: Vec<SocketAddr>,
+    unix: Vec<PathBuf>,
+    udp_sockets_per_address: toml::Spanned<usize>,
+    udp_recv_buffer_bytes: usize,
+    udp_batch: toml::Spanned<usize>,
+    max_datagram_bytes: toml::Spanned<usize>,
+    tcp_max_line_bytes: toml::Spanned<usize>,
+    queue_batches: toml::Spanned<usize>,
+    shutdown_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> RawServer {
+        RawServer {
+            udp: vec![SocketAddr::from(([127, 0, 0, 1], 8125))],
+            tcp: Vec::new(),
+            unix: Vec::new(),
+            udp_sockets_per_address: toml::Spanned::new(0..0, 1),
+            udp_recv_buffer_bytes: 0,
+            udp_batch: toml::Spanned::new(0..0, 32),
+            max_datagram_bytes: toml::Spanned::new(0..0, 65_535),
+            tcp_max_line_bytes: toml::Spanned::new(0..0, 65_536),
+            queue_batches: toml::Spanned::new(0..0, 1024),
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAggregation {
+    flush_interval_ms: toml::Spanned<u64>,
+    shards: usize,
+    percentiles: Vec<toml::Spanned<f64>>,
+    exact_samples: toml::Spanned<usize>,
+    gauge_deltas: bool,
+    series_ttl_ms: u64,
+    max_series: toml::Spanned<usize>,
+    global_tags: std::collections::BTreeMap<String, toml::Spanned<String>>,
+    histograms: Vec<RawHistogram>,
+}
+
+impl Default for RawAggregation {
+    fn default() -> RawAggregation {
+        RawAggregation {
+            flush_interval_ms: toml::Spanned::new(0..0, 10_000),
+            shards: 0,
+            percentiles: [90.0, 95.0, 99.0]
+                .into_iter()
+                .map(|p| toml::Spanned::new(0..0, p))
+                .collect(),
+            exact_samples: toml::Spanned::new(0..0, 10_000),
+            gauge_deltas: true,
+            series_ttl_ms: 300_000,
+            max_series: toml::Spanned::new(0..0, 1_000_000),
+            global_tags: Default::default(),
+            histograms: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHistogram {
+    metric: toml::Spanned<String>,
+    bins: toml::Spanned<Vec<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawBackend {
+    Console {
+        #[serde(default)]
+        format: ConsoleFormat,
+    },
+    JsonFile {
+        path: PathBuf,
+        #[serde(default = "default_max_bytes")]
+        max_bytes: u64,
+        #[serde(default = "default_keep")]
+        keep: usize,
+    },
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum ConsoleFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+// ---- validation: raw -> Config ----------------------------------------------------------------
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Invalid> {
+        let backends = match self.backends {
+            None => vec![BackendConfig::Console { json: false }],
+            Some(list) => list.into_iter().map(RawBackend::validate).collect(),
+        };
+        Ok(Config {
+            host: self.host.unwrap_or_else(hostname),
+            server: self.server.validate()?,
+            aggregation: self.aggregation.validate()?,
+            backends,
+        })
+    }
+}
+
+fn at_least_one(value: &toml::Spanned<usize>, key: &str) -> Result<usize, Invalid> {
+    match *value.get_ref() {
+        0 => Err(Invalid::at(value, format!("{key} must be at least 1"))),
+        n => Ok(n),
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerConfig, Invalid> {
+        Ok(ServerConfig {
+            udp_sockets_per_address: at_least_one(
+                &self.udp_sockets_per_address,
+                "udp_sockets_per_address",
+            )?,
+            udp_batch: at_least_one(&self.udp_batch, "udp_batch")?.min(1024),
+            max_datagram_bytes: at_least_one(&self.max_datagram_bytes, "max_datagram_bytes")?
+                .min(65_535),
+            tcp_max_line_bytes: at_least_one(&self.tcp_max_line_bytes, "tcp_max_line_bytes")?,
+            queue_batches: at_least_one(&self.queue_batches, "queue_batches")?,
+            udp: self.udp,
+            tcp: self.tcp,
+            unix: self.unix,
+            udp_recv_buffer_bytes: self.udp_recv_buffer_bytes,
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        })
+    }
+}
+
+impl RawAggregation {
+    fn validate(self) -> Result<AggregationConfig, Invalid> {
+        if *self.flush_interval_ms.get_ref() == 0 {
+            return Err(Invalid::at(
+                &self.flush_interval_ms,
+                "flush_interval_ms must be at least 1",
+            ));
+        }
+        let percentiles = self
+            .percentiles
+            .iter()
+            .map(|p| Percentile::new(*p.get_ref()).map_err(|e| Invalid::at(p, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut global_tags = Vec::with_capacity(self.global_tags.len());
+        for (key, value) in self.global_tags {
+            if key.is_empty() || has_control(&key) || has_control(value.get_ref()) {
+                return Err(Invalid::at(
+                    &value,
+                    format!(
+                        "global tag {key:?}: keys must be non-empty, and neither key nor value may hold control characters"
+                    ),
+                ));
+            }
+            global_tags.push((key, value.into_inner()));
+        }
+        let histograms = self
+            .histograms
+            .into_iter()
+            .map(RawHistogram::validate)
+            .collect::<Result<Vec<_>, _>>()?;
+        let shards = match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(AggregationConfig {
+            flush_interval: Duration::from_millis(*self.flush_interval_ms.get_ref()),
+            shards,
+            distribution: DistributionConfig {
+                percentiles,
+                exact_samples: at_least_one(&self.exact_samples, "exact_samples")?,
+            },
+            gauge_deltas: self.gauge_deltas,
+            series_ttl: Duration::from_millis(self.series_ttl_ms),
+            max_series: at_least_one(&self.max_series, "max_series")?,
+            global_tags,
+            histograms,
+        })
+    }
+}
+
+impl RawHistogram {
+    fn validate(self) -> Result<HistogramRule, Invalid> {
+        let metric = Glob::new(self.metric.get_ref()).map_err(|e| Invalid::at(&self.metric, e))?;
+        let bins =
+            Bins::new(self.bins.get_ref().clone()).map_err(|e| Invalid::at(&self.bins, e))?;
+        Ok(HistogramRule {
+            metric,
+            bins: Arc::new(bins),
+        })
+    }
+}
+
+impl RawBackend {
+    fn validate(self) -> BackendConfig {
+        match self {
+            RawBackend::Console { format } => BackendConfig::Console {
+                json: format == ConsoleFormat::Json,
+            },
+            RawBackend::JsonFile {
+                path,
+                max_bytes,
+                keep,
+            } => BackendConfig::JsonFile(JsonFileConfig {
+                path,
+                max_bytes,
+                keep,
+            }),
+        }
+    }
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// The machine's hostname, or `localhost` when it cannot be read.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for writes of its length; gethostname NUL-terminates
+    // within it or truncates, and we stop at the first NUL or the buffer's end.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if !name.is_empty() => name.to_string(),
+        _ => "localhost".to_string(),
+    }
+}

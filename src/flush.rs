@@ -1,0 +1,191 @@
+//! The flusher: a thread that ticks every flush interval, collects each shard's snapshot,
+//! computes figures, builds the record and hands it to every backend's queue. Ingest goes on
+//! meanwhile: shards only swap their interval state out.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::aggregate::distribution::{DistFigures, DistributionConfig};
+use crate::aggregate::{Control, RawData, RawMetric, ShardSnapshot};
+use crate::backend::BackendHandle;
+use crate::config::Config;
+use crate::record::{Figures, Metric, Record};
+use crate::telemetry::Telemetry;
+
+/// A request to the flusher besides its own ticks.
+#[derive(Debug)]
+pub enum Command {
+    /// Flush now; reply once the record is queued to every backend.
+    Now(Sender<()>),
+    /// Final flush: drain the shards, flush, close the backends (waiting up to the deadline),
+    /// then reply and stop.
+    Final(Sender<()>),
+}
+
+/// Everything the flusher owns.
+pub struct Flusher {
+    config: Arc<Config>,
+    shards: Vec<Sender<Control>>,
+    backends: Vec<BackendHandle>,
+    telemetry: Arc<Telemetry>,
+    distribution: Arc<DistributionConfig>,
+}
+
+impl Flusher {
+    /// A flusher over the shards' control queues and the backends.
+    pub fn new(
+        config: Arc<Config>,
+        shards: Vec<Sender<Control>>,
+        backends: Vec<BackendHandle>,
+        telemetry: Arc<Telemetry>,
+    ) -> Flusher {
+        let distribution = Arc::new(config.aggregation.distribution.clone());
+        Flusher {
+            config,
+            shards,
+            backends,
+            telemetry,
+            distribution,
+        }
+    }
+
+    /// Starts the flusher thread.
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
+    pub fn spawn(self, commands: Receiver<Command>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("tallyd-flush".to_string())
+            .spawn(move || self.run(commands))
+    }
+
+    fn run(mut self, commands: Receiver<Command>) {
+        let interval = self.config.aggregation.flush_interval;
+        let mut next = Instant::now() + interval;
+        loop {
+            match commands.recv_deadline(next) {
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush(false);
+                    next += interval;
+                    let now = Instant::now();
+                    if next <= now {
+                        // We fell behind (a very slow flush): skip the missed ticks.
+                        next = now + interval;
+                    }
+                }
+                Ok(Command::Now(done)) => {
+                    self.flush(false);
+                    let _ = done.send(());
+                }
+                Ok(Command::Final(done)) => {
+                    self.finish();
+                    let _ = done.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.finish();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.flush(true);
+        let deadline = Instant::now() + self.config.server.shutdown_timeout;
+        for backend in std::mem::take(&mut self.backends) {
+            backend.close(deadline);
+        }
+    }
+
+    /// Collects one snapshot from every shard and sends the record to every backend.
+    fn flush(&mut self, last: bool) {
+        let started = Instant::now();
+        let snapshots = self.collect(last);
+        let mut record = self.build(snapshots);
+        record.internal = self.telemetry.take_interval();
+        record.internal.flush_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let record = Arc::new(record);
+        for backend in &self.backends {
+            backend.send(record.clone(), &self.telemetry);
+        }
+    }
+
+    fn collect(&self, last: bool) -> Vec<ShardSnapshot> {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(self.shards.len());
+        let mut asked = 0;
+        for shard in &self.shards {
+            let control = if last {
+                Control::Final(reply_tx.clone())
+            } else {
+                Control::Flush(reply_tx.clone())
+            };
+            if shard.send(control).is_ok() {
+                asked += 1;
+            }
+        }
+        drop(reply_tx);
+        reply_rx.iter().take(asked).collect()
+    }
+
+    fn build(&self, snapshots: Vec<ShardSnapshot>) -> Record {
+        let interval_s = self.config.aggregation.flush_interval.as_secs_f64();
+        let total = snapshots.iter().map(|s| s.metrics.len()).sum();
+        let mut metrics = Vec::with_capacity(total);
+        let mut events = Vec::new();
+        for snapshot in snapshots {
+            events.extend(snapshot.events);
+            metrics.extend(
+                snapshot
+                    .metrics
+                    .into_iter()
+                    .map(|raw| self.figures(raw, interval_s)),
+            );
+        }
+        metrics.sort_unstable_by(|a, b| a.key.record_order(&b.key));
+        Record {
+            timestamp: unix_seconds(),
+            interval_ms: self.config.aggregation.flush_interval.as_millis() as u64,
+            host: self.config.host.clone(),
+            metrics,
+            events,
+            alerts: Vec::new(),
+            internal: Default::default(),
+            distribution: self.distribution.clone(),
+        }
+    }
+
+    fn figures(&self, raw: RawMetric, interval_s: f64) -> Metric {
+        let figures = match raw.data {
+            RawData::Counter(count) => Figures::Counter {
+                count,
+                rate: count / interval_s,
+            },
+            RawData::Gauge(value) => Figures::Gauge { value },
+            RawData::Set(count) => Figures::Set {
+                count: count as f64,
+            },
+            RawData::Dist(snapshot, bins) => Figures::Dist(Box::new(snapshot.figures(
+                &self.distribution,
+                bins,
+                interval_s,
+            ))),
+            RawData::DistIdle => Figures::Dist(Box::new(DistFigures::idle())),
+        };
+        Metric {
+            key: raw.key,
+            active: raw.active,
+            figures,
+        }
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}

@@ -1,0 +1,22 @@
+//! tallyd, a StatsD aggregation agent. Modules in the order data flows:
+//!
+//! - [`config`]: the TOML file, validated once into [`config::Config`].
+//! - [`protocol`]: the StatsD line grammar: bytes in, samples, events and checks out.
+//! - [`server`]: UDP, TCP and Unix listeners; each routes samples to their shard.
+//! - [`aggregate`]: shard threads owning the series and their interval state.
+//! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
+//! - [`record`]: the flush record and its JSON shape.
+//! - [`backend`]: where records go: console, JSON Lines file, and a capture for tests.
+//! - [`telemetry`]: the agent's own counters, read into each record's `internal`.
+//! - [`app`]: wiring and the shutdown order.
+
+pub mod aggregate;
+pub mod app;
+pub mod backend;
+pub mod config;
+pub mod flush;
+pub mod glob;
+pub mod protocol;
+pub mod record;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,211 @@
+//! The flush record (SPEC §3): what every backend receives, and its JSON shape. Figures are
+//! computed once on the flush thread; serialization streams straight into the writer.
+
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+use crate::aggregate::distribution::{DistFigures, DistributionConfig};
+use crate::aggregate::{SeriesKey, TaggedEvent};
+use crate::protocol::MetricKind;
+use crate::telemetry::Internal;
+
+/// One flush: every series' figures, the interval's events, alert events and the agent's own
+/// figures.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Unix seconds at the end of the interval.
+    pub timestamp: u64,
+    pub interval_ms: u64,
+    pub host: String,
+    /// Sorted by name, then tags, then type.
+    pub metrics: Vec<Metric>,
+    pub events: Vec<TaggedEvent>,
+    pub alerts: Vec<AlertEvent>,
+    pub internal: Internal,
+    /// Names the percentile figures of timers, histograms and distributions.
+    pub distribution: Arc<DistributionConfig>,
+}
+
+/// One series' figures for one interval.
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub key: SeriesKey,
+    /// The series received a sample this interval.
+    pub active: bool,
+    pub figures: Figures,
+}
+
+/// The figures of each metric kind.
+#[derive(Debug, Clone)]
+pub enum Figures {
+    Counter { count: f64, rate: f64 },
+    Gauge { value: f64 },
+    Set { count: f64 },
+    Dist(Box<DistFigures>),
+}
+
+/// An alert transition or reminder (SPEC §4), as the record's `alerts` carries it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    pub rule: String,
+    pub severity: String,
+    pub state: String,
+    pub name: String,
+    #[serde(serialize_with = "serialize_tag_pairs")]
+    pub tags: Vec<(String, String)>,
+    pub stat: String,
+    pub op: String,
+    pub threshold: f64,
+    pub value: Option<f64>,
+    pub since: u64,
+}
+
+impl Metric {
+    /// Calls `f(name, value)` for every figure, in record order.
+    pub fn for_each_figure(&self, distribution: &DistributionConfig, mut f: impl FnMut(&str, f64)) {
+        match &self.figures {
+            Figures::Counter { count, rate } => {
+                f("count", *count);
+                f("rate", *rate);
+            }
+            Figures::Gauge { value } => f("value", *value),
+            Figures::Set { count } => f("count", *count),
+            Figures::Dist(figures) => figures.for_each(distribution, f),
+        }
+    }
+
+    /// One figure by name (`count`, `upper_99`, ...), if the series has it this interval.
+    pub fn figure(&self, distribution: &DistributionConfig, stat: &str) -> Option<f64> {
+        let mut found = None;
+        self.for_each_figure(distribution, |name, value| {
+            if found.is_none() && name == stat {
+                found = Some(value);
+            }
+        });
+        found
+    }
+
+    /// The metric kind.
+    pub fn kind(&self) -> MetricKind {
+        self.key.kind()
+    }
+}
+
+/// A JSON number: integral values without a fraction (`42`, not `42.0`); non-finite values
+/// (only reachable through overflowing sums) become `null`.
+struct Number(f64);
+
+impl Serialize for Number {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        let v = self.0;
+        if v.is_finite() && v.fract() == 0.0 && v.abs() < EXACT {
+            s.serialize_i64(v as i64)
+        } else {
+            s.serialize_f64(v)
+        }
+    }
+}
+
+struct Tags<'a>(&'a SeriesKey);
+
+impl Serialize for Tags<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (key, value) in self.0.tags() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+fn serialize_tag_pairs<S: Serializer>(tags: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(tags.len()))?;
+    for (key, value) in tags {
+        map.serialize_entry(key, value)?;
+    }
+    map.end()
+}
+
+struct MetricJson<'a> {
+    metric: &'a Metric,
+    distribution: &'a DistributionConfig,
+}
+
+impl Serialize for MetricJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let key = &self.metric.key;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("name", key.name())?;
+        map.serialize_entry("type", key.kind().as_str())?;
+        map.serialize_entry("tags", &Tags(key))?;
+        let mut result = Ok(());
+        self.metric
+            .for_each_figure(self.distribution, |name, value| {
+                if result.is_ok() {
+                    result = map.serialize_entry(name, &Number(value));
+                }
+            });
+        result?;
+        map.end()
+    }
+}
+
+struct Metrics<'a>(&'a Record);
+
+impl Serialize for Metrics<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.metrics.len()))?;
+        for metric in &self.0.metrics {
+            seq.serialize_element(&MetricJson {
+                metric,
+                distribution: &self.0.distribution,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct EventJson<'a, T: Serialize> {
+    kind: &'static str,
+    #[serde(flatten)]
+    body: &'a T,
+    #[serde(serialize_with = "serialize_tag_pairs")]
+    tags: &'a [(String, String)],
+}
+
+impl Serialize for TaggedEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TaggedEvent::Event(body, tags) => EventJson {
+                kind: "event",
+                body,
+                tags,
+            }
+            .serialize(s),
+            TaggedEvent::ServiceCheck(body, tags) => EventJson {
+                kind: "service_check",
+                body,
+                tags,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(8))?;
+        map.serialize_entry("timestamp", &self.timestamp)?;
+        map.serialize_entry("interval_ms", &self.interval_ms)?;
+        map.serialize_entry("host", &self.host)?;
+        map.serialize_entry("metrics", &Metrics(self))?;
+        map.serialize_entry("events", &self.events)?;
+        map.serialize_entry("alerts", &self.alerts)?;
+        map.serialize_entry("internal", &self.internal)?;
+        map.end()
+    }
+}

@@ -1,0 +1,168 @@
+//! The receive path's per-thread state: parses the lines of each packet, encodes each metric
+//! line's series key once, and appends its samples to the batch of the shard that owns the
+//! series. Batches are sent at the end of each receive cycle (or when large); a full queue
+//! drops the batch's lines and counts them, so a receive thread never blocks.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::aggregate::{Batch, BatchSample, KeyEncoder, TaggedEvent};
+use crate::protocol::{MetricLine, Parsed, lines, parse_line};
+use crate::telemetry::{LocalCounts, Telemetry};
+
+/// A batch is sent early once it holds this many samples or arena bytes.
+const BATCH_SAMPLES: usize = 1024;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Parses and routes lines for one receive thread or connection.
+pub struct Router {
+    encoder: KeyEncoder,
+    shards: Vec<Sender<Batch>>,
+    batches: Vec<Batch>,
+    line: MetricLine<'static>,
+    key: Vec<u8>,
+    counts: LocalCounts,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Router {
+    /// A router over the shards' data queues.
+    pub fn new(
+        encoder: KeyEncoder,
+        shards: Vec<Sender<Batch>>,
+        telemetry: Arc<Telemetry>,
+    ) -> Router {
+        let batches = shards.iter().map(|_| Batch::default()).collect();
+        Router {
+            encoder,
+            shards,
+            batches,
+            line: MetricLine::default(),
+            key: Vec::with_capacity(256),
+            counts: LocalCounts::default(),
+            telemetry,
+        }
+    }
+
+    /// Handles one datagram (or one read of a stream): every line in it.
+    pub fn handle_packet(&mut self, packet: &[u8]) {
+        self.counts.packets += 1;
+        for line in lines(packet) {
+            self.handle_line(line);
+        }
+    }
+
+    /// Counts a line dropped before parsing (too long, truncated).
+    pub fn reject_line(&mut self, reason: crate::protocol::ParseError) {
+        self.counts.lines += 1;
+        self.counts.bad_line(reason);
+    }
+
+    /// Parses one line (without its `\n`) and queues its samples.
+    pub fn handle_line(&mut self, line: &[u8]) {
+        self.counts.lines += 1;
+        let mut parsed: MetricLine<'_> = std::mem::take(&mut self.line).recycle();
+        match parse_line(line, &mut parsed) {
+            Ok(Parsed::Metric) => self.route_metric(&mut parsed),
+            Ok(Parsed::Event(mut event)) => {
+                let tags = self.encoder.merge_owned(std::mem::take(&mut event.tags));
+                self.route_event(TaggedEvent::Event(event, tags));
+            }
+            Ok(Parsed::ServiceCheck(mut check)) => {
+                let tags = self.encoder.merge_owned(std::mem::take(&mut check.tags));
+                self.route_event(TaggedEvent::ServiceCheck(check, tags));
+            }
+            Err(reason) => self.counts.bad_line(reason),
+        }
+        self.line = parsed.recycle();
+    }
+
+    fn route_metric(&mut self, parsed: &mut MetricLine<'_>) {
+        self.key.clear();
+        let hash = self
+            .encoder
+            .encode(parsed.name, &mut parsed.tags, &mut self.key);
+        let shard = shard_of(hash, self.batches.len());
+        let batch = &mut self.batches[shard];
+        let key_start = batch.arena.len() as u32;
+        batch.arena.extend_from_slice(&self.key);
+        let key_end = batch.arena.len() as u32;
+        for sample in &parsed.samples {
+            let (member_start, member_end) = if sample.kind == crate::protocol::MetricKind::Set {
+                batch.push_member(sample.text)
+            } else {
+                (0, 0)
+            };
+            batch.samples.push(BatchSample {
+                key_start,
+                key_end,
+                kind: sample.kind,
+                value: sample.value,
+                signed: sample.signed,
+                rate: sample.rate,
+                member_start,
+                member_end,
+            });
+        }
+        batch.lines += 1;
+        if batch.samples.len() >= BATCH_SAMPLES || batch.arena.len() >= BATCH_BYTES {
+            self.send(shard);
+        }
+    }
+
+    fn route_event(&mut self, event: TaggedEvent) {
+        // Events are rare; shard 0 carries them all so their order is kept.
+        let batch = &mut self.batches[0];
+        batch.events.push(event);
+        batch.lines += 1;
+    }
+
+    /// Sends every non-empty batch and hands the counts to the shared telemetry. Call at the
+    /// end of each receive cycle.
+    pub fn flush(&mut self) {
+        for shard in 0..self.batches.len() {
+            if !self.batches[shard].is_empty() {
+                self.send(shard);
+            }
+        }
+        self.telemetry.add(&mut self.counts);
+    }
+
+    fn send(&mut self, shard: usize) {
+        let batch = std::mem::take(&mut self.batches[shard]);
+        let lines = batch.lines;
+        match self.shards[shard].try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counts.dropped_lines += lines;
+            }
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Maps a hash onto `n` shards (multiply-shift: uses the hash's high bits).
+fn shard_of(hash: u64, n: usize) -> usize {
+    ((u128::from(hash) * n as u128) >> 64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_of_stays_in_range() {
+        for hash in [0, 1, u64::MAX / 2, u64::MAX] {
+            for n in 1..5 {
+                assert!(shard_of(hash, n) < n);
+            }
+        }
+        assert_eq!(shard_of(u64::MAX, 4), 3);
+    }
+}

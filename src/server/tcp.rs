@@ -1,0 +1,148 @@
+//! TCP listeners: newline-framed streams, many connections, on the tokio runtime. A line
+//! waits for its `\n` or the connection's close; a line longer than `tcp_max_line_bytes` is
+//! dropped (counted `too_long`) up to its newline. On stop, each connection reads what is
+//! already buffered, handles it as if the peer had closed, and ends.
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::router::Router;
+use crate::protocol::ParseError;
+
+/// Accepts connections until `stop` turns true, then waits for every connection to finish.
+pub async fn serve(
+    listener: TcpListener,
+    make_router: impl Fn() -> Router + Send,
+    max_line: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    let stop_connections = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let router = make_router();
+                    connections.spawn(connection(stream, router, max_line, stop_connections.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Completes once the stop flag is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Line framing state of one connection.
+struct Framer {
+    buf: BytesMut,
+    max_line: usize,
+    /// Inside an overlong line: skip bytes up to the next newline.
+    discarding: bool,
+}
+
+impl Framer {
+    fn new(max_line: usize) -> Framer {
+        Framer {
+            buf: BytesMut::with_capacity(8 * 1024),
+            max_line,
+            discarding: false,
+        }
+    }
+
+    /// Hands every complete line to the router; keeps the incomplete tail.
+    fn complete_lines(&mut self, router: &mut Router) {
+        if self.discarding {
+            match self.buf.iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    self.buf.advance(at + 1);
+                    self.discarding = false;
+                }
+                None => {
+                    self.buf.clear();
+                    return;
+                }
+            }
+        }
+        if let Some(last) = self.buf.iter().rposition(|&b| b == b'\n') {
+            let complete = self.buf.split_to(last + 1);
+            router.handle_packet(&complete);
+        }
+        if self.buf.len() > self.max_line {
+            router.reject_line(ParseError::TooLong);
+            self.buf.clear();
+            self.discarding = true;
+        }
+    }
+
+    /// At the connection's end, the unterminated last line counts too.
+    fn finish(&mut self, router: &mut Router) {
+        self.complete_lines(router);
+        if !self.discarding && !self.buf.is_empty() {
+            router.handle_packet(&self.buf);
+        }
+        self.buf.clear();
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    mut router: Router,
+    max_line: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut framer = Framer::new(max_line);
+    loop {
+        framer.buf.reserve(8 * 1024);
+        tokio::select! {
+            read = stream.read_buf(&mut framer.buf) => match read {
+                Ok(0) => break,
+                Ok(_) => framer.complete_lines(&mut router),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TCP connection failed");
+                    break;
+                }
+            },
+            _ = stopped(&mut stop) => {
+                drain(&stream, &mut framer, &mut router);
+                break;
+            }
+        }
+        router.flush();
+    }
+    framer.finish(&mut router);
+    router.flush();
+}
+
+/// Reads whatever the socket already holds without waiting.
+fn drain(stream: &TcpStream, framer: &mut Framer, router: &mut Router) {
+    let deadline = std::time::Instant::now() + super::udp::DRAIN_LIMIT;
+    while std::time::Instant::now() < deadline {
+        framer.buf.reserve(8 * 1024);
+        match stream.try_read_buf(&mut framer.buf) {
+            Ok(0) => break,
+            Ok(_) => framer.complete_lines(router),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => break,
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! UDP listeners: one blocking thread per socket, receiving up to `udp_batch` datagrams per
+//! system call (`recvmmsg`), optionally several `SO_REUSEPORT` sockets per address. On stop
+//! the thread drains what the kernel already holds before it exits.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::router::Router;
+use crate::config::ServerConfig;
+use crate::protocol::ParseError;
+
+/// How often a blocked receive wakes up to look at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+/// The longest a stopping listener keeps draining its socket.
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Binds `udp_sockets_per_address` sockets to `addr` (all to the same port when it is 0).
+///
+/// # Errors
+/// When a socket cannot be created, configured or bound.
+pub fn bind(addr: SocketAddr, config: &ServerConfig) -> io::Result<Vec<UdpSocket>> {
+    let reuse = config.udp_sockets_per_address > 1;
+    let first = bind_one(addr, reuse, config.udp_recv_buffer_bytes)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..config.udp_sockets_per_address {
+        sockets.push(bind_one(bound, reuse, config.udp_recv_buffer_bytes)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if recv_buffer > 0 {
+        socket.set_recv_buffer_size(recv_buffer)?;
+    }
+    socket.bind(&addr.into())?;
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(POLL))?;
+    Ok(socket)
+}
+
+/// Starts the receive thread of one socket.
+///
+/// # Errors
+/// When the thread cannot be spawned.
+pub fn spawn_udp(
+    name: String,
+    socket: UdpSocket,
+    router: Router,
+    stop: Arc<AtomicBool>,
+    config: &ServerConfig,
+) -> io::Result<JoinHandle<()>> {
+    let batch = config.udp_batch;
+    let size = config.max_datagram_bytes;
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(socket, router, stop, batch, size))
+}
+
+fn run(socket: UdpSocket, mut router: Router, stop: Arc<AtomicBool>, batch: usize, size: usize) {
+    let mut receiver = MultiRecv::new(batch, size);
+    let fd = socket.as_raw_fd();
+    let mut drain_deadline = None;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            // A sender that never stops must not hold the shutdown forever.
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+        // While running, block for the first datagram (up to POLL); once stopping, take only
+        // what is already queued.
+        let flags = if stopping {
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
+        };
+        match receiver.recv(fd, flags) {
+            Ok(n) => {
+                for i in 0..n {
+                    let (packet, truncated) = receiver.packet(i);
+                    handle(&mut router, packet, truncated);
+                }
+                router.flush();
+            }
+            Err(e) if is_transient(&e) => {
+                if stopping {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "UDP receive failed");
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Handles a datagram; a truncated one keeps its complete lines and counts the cut one.
+fn handle(router: &mut Router, packet: &[u8], truncated: bool) {
+    if !truncated {
+        router.handle_packet(packet);
+        return;
+    }
+    let complete = packet
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&packet[..0], |at| &packet[..at]);
+    router.handle_packet(complete);
+    router.reject_line(ParseError::TooLong);
+}
+
+/// Buffers for one `recvmmsg` call: `batch` messages of `size` bytes each.
+struct MultiRecv {
+    buffers: Vec<u8>,
+    size: usize,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers inside point into `buffers`/`iovecs`, which the struct owns and
+// never reallocates after construction.
+unsafe impl Send for MultiRecv {}
+
+impl MultiRecv {
+    fn new(batch: usize, size: usize) -> MultiRecv {
+        let mut buffers = vec![0u8; batch * size];
+        let mut iovecs: Vec<libc::iovec> = buffers
+            .chunks_exact_mut(size)
+            .map(|chunk| libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: size,
+            })
+            .collect();
+        let headers = iovecs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
+                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                header.msg_hdr.msg_iov = iov;
+                header.msg_hdr.msg_iovlen = 1;
+                header
+            })
+            .collect();
+        MultiRecv {
+            buffers,
+            size,
+            iovecs,
+            headers,
+        }
+    }
+
+    /// Receives up to `batch` datagrams; returns how many.
+    fn recv(&mut self, fd: i32, flags: i32) -> io::Result<usize> {
+        for header in &mut self.headers {
+            header.msg_len = 0;
+            header.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: `headers` holds `headers.len()` initialized mmsghdr whose iovecs point
+        // into `buffers` with their true lengths; both outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                self.headers.len() as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        debug_assert_eq!(self.iovecs.len(), self.headers.len());
+        Ok(n as usize)
+    }
+
+    /// The `i`-th received datagram and whether the kernel truncated it.
+    fn packet(&self, i: usize) -> (&[u8], bool) {
+        let header = &self.headers[i];
+        let len = (header.msg_len as usize).min(self.size);
+        let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        (&self.buffers[i * self.size..i * self.size + len], truncated)
+    }
+}

@@ -1,0 +1,99 @@
+//! Unix datagram listeners: one blocking thread per socket path. A stale socket file left by
+//! an earlier run is replaced; the file is removed again on stop, after the socket is drained.
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::router::Router;
+use super::udp::DRAIN_LIMIT;
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// Binds a Unix datagram socket at `path`, replacing a stale socket file (never another kind
+/// of file).
+///
+/// # Errors
+/// When the path holds something other than a socket, or binding fails.
+pub fn bind(path: &Path) -> io::Result<UnixDatagram> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(_) => {}
+    }
+    let socket = UnixDatagram::bind(path)?;
+    socket.set_read_timeout(Some(POLL))?;
+    Ok(socket)
+}
+
+/// Starts the receive thread of one Unix datagram socket.
+///
+/// # Errors
+/// When the thread cannot be spawned.
+pub fn spawn_unix(
+    name: String,
+    socket: UnixDatagram,
+    path: PathBuf,
+    router: Router,
+    stop: Arc<AtomicBool>,
+    max_datagram: usize,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(socket, path, router, stop, max_datagram))
+}
+
+fn run(
+    socket: UnixDatagram,
+    path: PathBuf,
+    mut router: Router,
+    stop: Arc<AtomicBool>,
+    size: usize,
+) {
+    let mut buf = vec![0u8; size];
+    let mut drain_deadline = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+            if Instant::now() >= deadline || socket.set_nonblocking(true).is_err() {
+                break;
+            }
+        }
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                router.handle_packet(&buf[..n]);
+                router.flush();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                if drain_deadline.is_some() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "Unix datagram receive failed");
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+    drop(router);
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove socket file");
+    }
+}

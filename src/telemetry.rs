@@ -1,0 +1,196 @@
+//! The agent's own counters: atomics that receive threads and shards add to in bulk, and the
+//! flusher reads (and resets) into the record's `internal` once per flush.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::protocol::ParseError;
+
+const REASONS: usize = ParseError::ALL.len();
+
+/// Shared counters. Interval counters reset at each flush; `series` is a live gauge.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    packets_received: AtomicU64,
+    lines_received: AtomicU64,
+    bad_lines: [AtomicU64; REASONS],
+    dropped_lines: AtomicU64,
+    dropped_series: AtomicU64,
+    dropped_records: AtomicU64,
+    backend_errors: AtomicU64,
+    /// Live series across all shards; shards use it to enforce `max_series`.
+    series: AtomicU64,
+    /// Lines received since start, never reset: lets tests and tools wait for delivery.
+    lines_total: AtomicU64,
+}
+
+/// Counts kept by one receive thread between two hand-overs to [`Telemetry`].
+#[derive(Debug, Default, Clone)]
+pub struct LocalCounts {
+    pub packets: u64,
+    pub lines: u64,
+    pub bad: [u64; REASONS],
+    pub dropped_lines: u64,
+}
+
+impl LocalCounts {
+    /// Counts one rejected line.
+    pub fn bad_line(&mut self, reason: ParseError) {
+        self.bad[reason.index()] += 1;
+    }
+}
+
+/// The `internal` figures of one flush record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Internal {
+    pub packets_received: u64,
+    pub lines_received: u64,
+    /// Every reason, zero or not, in a stable order.
+    #[serde(serialize_with = "serialize_bad_lines")]
+    pub bad_lines: [u64; REASONS],
+    pub dropped_lines: u64,
+    pub dropped_series: u64,
+    /// Records a backend's full queue made it skip.
+    pub dropped_records: u64,
+    pub backend_errors: u64,
+    pub series: u64,
+    pub flush_duration_ms: f64,
+}
+
+fn serialize_bad_lines<S: serde::Serializer>(
+    counts: &[u64; REASONS],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(REASONS))?;
+    for reason in ParseError::ALL {
+        map.serialize_entry(reason.reason(), &counts[reason.index()])?;
+    }
+    map.end()
+}
+
+impl Internal {
+    /// Rejected lines of every reason.
+    pub fn bad_lines_total(&self) -> u64 {
+        self.bad_lines.iter().sum()
+    }
+}
+
+impl Telemetry {
+    /// Adds a receive thread's counts and zeroes them.
+    pub fn add(&self, local: &mut LocalCounts) {
+        add_nonzero(&self.packets_received, local.packets);
+        add_nonzero(&self.lines_received, local.lines);
+        add_nonzero(&self.lines_total, local.lines);
+        add_nonzero(&self.dropped_lines, local.dropped_lines);
+        for (counter, &n) in self.bad_lines.iter().zip(&local.bad) {
+            add_nonzero(counter, n);
+        }
+        *local = LocalCounts::default();
+    }
+
+    /// Tries to admit one new series under `max`; false (and counted) when full.
+    pub fn admit_series(&self, max: u64) -> bool {
+        let admitted = self
+            .series
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        if !admitted {
+            self.dropped_series.fetch_add(1, Relaxed);
+        }
+        admitted
+    }
+
+    /// Forgets `n` expired series.
+    pub fn release_series(&self, n: u64) {
+        self.series.fetch_sub(n, Relaxed);
+    }
+
+    /// Counts a record a backend could not queue.
+    pub fn dropped_record(&self) {
+        self.dropped_records.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a backend failure.
+    pub fn backend_error(&self) {
+        self.backend_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Lines received since start.
+    pub fn lines_total(&self) -> u64 {
+        self.lines_total.load(Relaxed)
+    }
+
+    /// Reads the interval's counters and resets them.
+    pub fn take_interval(&self) -> Internal {
+        let mut bad_lines = [0; REASONS];
+        for (out, counter) in bad_lines.iter_mut().zip(&self.bad_lines) {
+            *out = counter.swap(0, Relaxed);
+        }
+        Internal {
+            packets_received: self.packets_received.swap(0, Relaxed),
+            lines_received: self.lines_received.swap(0, Relaxed),
+            bad_lines,
+            dropped_lines: self.dropped_lines.swap(0, Relaxed),
+            dropped_series: self.dropped_series.swap(0, Relaxed),
+            dropped_records: self.dropped_records.swap(0, Relaxed),
+            backend_errors: self.backend_errors.swap(0, Relaxed),
+            series: self.series.load(Relaxed),
+            flush_duration_ms: 0.0,
+        }
+    }
+}
+
+fn add_nonzero(counter: &AtomicU64, n: u64) {
+    if n != 0 {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_counters_reset_but_series_stays() {
+        let t = Telemetry::default();
+        let mut local = LocalCounts {
+            packets: 2,
+            lines: 5,
+            ..Default::default()
+        };
+        local.bad_line(ParseError::InvalidValue);
+        t.add(&mut local);
+        assert_eq!(local.lines, 0, "local counts are zeroed on hand-over");
+        assert!(t.admit_series(10));
+        let first = t.take_interval();
+        assert_eq!(first.packets_received, 2);
+        assert_eq!(first.lines_received, 5);
+        assert_eq!(first.bad_lines[ParseError::InvalidValue.index()], 1);
+        assert_eq!(first.series, 1);
+        let second = t.take_interval();
+        assert_eq!(second.lines_received, 0);
+        assert_eq!(second.series, 1);
+        assert_eq!(t.lines_total(), 5);
+    }
+
+    #[test]
+    fn series_beyond_max_are_refused_and_counted() {
+        let t = Telemetry::default();
+        assert!(t.admit_series(1));
+        assert!(!t.admit_series(1));
+        t.release_series(1);
+        assert!(t.admit_series(1));
+        assert_eq!(t.take_interval().dropped_series, 1);
+    }
+
+    #[test]
+    fn bad_lines_serialize_by_reason_name() {
+        let mut internal = Internal::default();
+        internal.bad_lines[ParseError::TooLong.index()] = 3;
+        let json = serde_json::to_value(&internal).expect("serializes");
+        assert_eq!(json["bad_lines"]["too_long"], 3);
+        assert_eq!(json["bad_lines"]["malformed"], 0);
+    }
+}
