@@ -251,3 +251,180 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::aggregate::KeyEncoder;
+    use crate::config::Config;
+    use crate::protocol::Tag;
+
+    fn shard(edit: impl FnOnce(&mut AggregationConfig)) -> (Shard, Arc<Telemetry>) {
+        let mut config = Config::default().aggregation;
+        config.flush_interval = Duration::from_secs(10);
+        edit(&mut config);
+        let telemetry = Arc::new(Telemetry::default());
+        (Shard::new(Arc::new(config), telemetry.clone()), telemetry)
+    }
+
+    /// One sample as the router would queue it.
+    fn sample(name: &str, kind: MetricKind, text: &str, rate: f64) -> Batch {
+        let mut batch = Batch::default();
+        let mut tags: Vec<Tag<'_>> = Vec::new();
+        KeyEncoder::new(Arc::from(Vec::new())).encode(name, &mut tags, &mut batch.arena);
+        let key_end = batch.arena.len() as u32;
+        let (member_start, member_end) = batch.push_member(text);
+        let value = if kind == MetricKind::Set {
+            0.0
+        } else {
+            text.parse().expect("numeric test value")
+        };
+        batch.samples.push(BatchSample {
+            key_start: 0,
+            key_end,
+            kind,
+            value,
+            signed: text.starts_with(['+', '-']),
+            rate,
+            member_start,
+            member_end,
+        });
+        batch.lines = 1;
+        batch
+    }
+
+    fn values(snapshot: &ShardSnapshot) -> Vec<(String, MetricKind, bool, String)> {
+        let mut out: Vec<_> = snapshot
+            .metrics
+            .iter()
+            .map(|m| {
+                let data = match &m.data {
+                    RawData::Counter(v) => format!("counter {v}"),
+                    RawData::Gauge(v) => format!("gauge {v}"),
+                    RawData::Set(n) => format!("set {n}"),
+                    RawData::Dist(..) => "dist".to_string(),
+                    RawData::DistIdle => "dist idle".to_string(),
+                };
+                (m.key.name().to_string(), m.key.kind(), m.active, data)
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    #[test]
+    fn counter_adds_value_over_rate_and_resets_each_interval() {
+        let (mut shard, _) = shard(|_| {});
+        shard.add(sample("hits", MetricKind::Counter, "3", 0.5));
+        shard.add(sample("hits", MetricKind::Counter, "-1", 1.0));
+        let first = shard.snapshot();
+        assert_eq!(values(&first)[0].3, "counter 5");
+        let second = shard.snapshot();
+        assert_eq!(
+            values(&second)[0],
+            (
+                "hits".into(),
+                MetricKind::Counter,
+                false,
+                "counter 0".into()
+            )
+        );
+    }
+
+    #[test]
+    fn gauge_deltas_apply_to_current_value_and_persist() {
+        let (mut shard, _) = shard(|_| {});
+        shard.add(sample("depth", MetricKind::Gauge, "+4", 1.0));
+        shard.add(sample("depth", MetricKind::Gauge, "-1", 0.1));
+        assert_eq!(values(&shard.snapshot())[0].3, "gauge 3");
+        shard.add(sample("depth", MetricKind::Gauge, "10", 1.0));
+        shard.add(sample("depth", MetricKind::Gauge, "+1", 1.0));
+        assert_eq!(values(&shard.snapshot())[0].3, "gauge 11");
+        let idle = values(&shard.snapshot());
+        assert_eq!(
+            idle[0],
+            ("depth".into(), MetricKind::Gauge, false, "gauge 11".into())
+        );
+    }
+
+    #[test]
+    fn gauge_deltas_off_makes_signed_values_set() {
+        let (mut shard, _) = shard(|c| c.gauge_deltas = false);
+        shard.add(sample("temp", MetricKind::Gauge, "7", 1.0));
+        shard.add(sample("temp", MetricKind::Gauge, "-5", 1.0));
+        assert_eq!(values(&shard.snapshot())[0].3, "gauge -5");
+    }
+
+    #[test]
+    fn set_counts_distinct_members_per_interval() {
+        let (mut shard, _) = shard(|_| {});
+        for member in ["a", "b", "a", "c", "b"] {
+            shard.add(sample("users", MetricKind::Set, member, 1.0));
+        }
+        assert_eq!(values(&shard.snapshot())[0].3, "set 3");
+        assert_eq!(values(&shard.snapshot())[0].3, "set 0");
+    }
+
+    #[test]
+    fn same_name_with_another_type_is_another_series() {
+        let (mut shard, _) = shard(|_| {});
+        shard.add(sample("req", MetricKind::Counter, "1", 1.0));
+        shard.add(sample("req", MetricKind::Timer, "250", 1.0));
+        let got = values(&shard.snapshot());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1, MetricKind::Counter);
+        assert_eq!(got[1].1, MetricKind::Timer);
+        assert_eq!(got[1].3, "dist");
+    }
+
+    #[test]
+    fn idle_series_are_emitted_until_ttl_then_dropped() {
+        // 10 s interval, 30 s ttl: idle at flushes 2 and 3 (10 s, 20 s), dropped at 4 (30 s).
+        let (mut shard, telemetry) = shard(|c| c.series_ttl = Duration::from_secs(30));
+        shard.add(sample("lat", MetricKind::Timer, "5", 1.0));
+        assert_eq!(values(&shard.snapshot())[0].3, "dist");
+        assert_eq!(values(&shard.snapshot())[0].3, "dist idle");
+        assert_eq!(values(&shard.snapshot())[0].3, "dist idle");
+        assert!(shard.snapshot().metrics.is_empty());
+        assert_eq!(telemetry.take_interval().series, 0);
+    }
+
+    #[test]
+    fn zero_ttl_drops_a_series_at_its_first_idle_flush() {
+        let (mut shard, _) = shard(|c| c.series_ttl = Duration::ZERO);
+        shard.add(sample("g", MetricKind::Gauge, "1", 1.0));
+        assert_eq!(shard.snapshot().metrics.len(), 1);
+        assert!(shard.snapshot().metrics.is_empty());
+    }
+
+    #[test]
+    fn a_sample_revives_an_idle_series_and_resets_its_ttl() {
+        let (mut shard, _) = shard(|c| c.series_ttl = Duration::from_secs(20));
+        shard.add(sample("c", MetricKind::Counter, "1", 1.0));
+        shard.snapshot();
+        shard.snapshot(); // idle 10 s
+        shard.add(sample("c", MetricKind::Counter, "2", 1.0));
+        assert_eq!(values(&shard.snapshot())[0].3, "counter 2");
+        assert_eq!(shard.snapshot().metrics.len(), 1); // idle 10 s again
+        assert!(shard.snapshot().metrics.is_empty()); // idle 20 s
+    }
+
+    #[test]
+    fn samples_for_new_series_beyond_max_series_are_dropped_and_counted() {
+        let (mut shard, telemetry) = shard(|c| c.max_series = 2);
+        shard.add(sample("a", MetricKind::Counter, "1", 1.0));
+        shard.add(sample("b", MetricKind::Counter, "1", 1.0));
+        shard.add(sample("c", MetricKind::Counter, "1", 1.0));
+        shard.add(sample("c", MetricKind::Counter, "1", 1.0));
+        shard.add(sample("a", MetricKind::Counter, "1", 1.0));
+        let got = values(&shard.snapshot());
+        assert_eq!(
+            got.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(got[0].3, "counter 2");
+        assert_eq!(telemetry.take_interval().dropped_series, 2);
+    }
+}
