@@ -24,6 +24,7 @@ pub struct Router {
     key: Vec<u8>,
     counts: LocalCounts,
     telemetry: Arc<Telemetry>,
+    max_line: usize,
 }
 
 impl Router {
@@ -42,14 +43,25 @@ impl Router {
             key: Vec::with_capacity(256),
             counts: LocalCounts::default(),
             telemetry,
+            max_line: usize::MAX,
         }
+    }
+
+    /// Lines longer than `max_line` bytes are dropped and counted as `too_long`.
+    pub fn with_max_line(mut self, max_line: usize) -> Router {
+        self.max_line = max_line;
+        self
     }
 
     /// Handles one datagram (or one read of a stream): every line in it.
     pub fn handle_packet(&mut self, packet: &[u8]) {
         self.counts.packets += 1;
         for line in lines(packet) {
-            self.handle_line(line);
+            if line.len() > self.max_line {
+                self.reject_line(crate::protocol::ParseError::TooLong);
+            } else {
+                self.handle_line(line);
+            }
         }
     }
 

@@ -27,7 +27,7 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let router = make_router();
+                    let router = make_router().with_max_line(max_line);
                     connections.spawn(connection(stream, router, max_line, stop_connections.clone()));
                 }
                 Err(e) => {
@@ -133,15 +133,22 @@ async fn connection(
     router.flush();
 }
 
-/// Reads whatever the socket already holds without waiting.
+/// Reads whatever the socket already holds without waiting. Reads the descriptor directly:
+/// tokio's cached readiness may not yet know of bytes that arrived just before the stop.
 fn drain(stream: &TcpStream, framer: &mut Framer, router: &mut Router) {
+    use std::io::Read;
+    let socket = socket2::SockRef::from(stream);
     let deadline = std::time::Instant::now() + super::udp::DRAIN_LIMIT;
+    let mut chunk = vec![0u8; 64 * 1024];
     while std::time::Instant::now() < deadline {
-        framer.buf.reserve(8 * 1024);
-        match stream.try_read_buf(&mut framer.buf) {
+        // The descriptor is non-blocking (tokio set it so): this never waits.
+        match (&*socket).read(&mut chunk) {
             Ok(0) => break,
-            Ok(_) => framer.complete_lines(router),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Ok(n) => {
+                framer.buf.extend_from_slice(&chunk[..n]);
+                framer.complete_lines(router);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }

@@ -1,0 +1,186 @@
+//! The real `tallyd` binary: SIGTERM after a burst loses nothing; config errors exit 2 with
+//! the file, line and column; the shipped example config is valid.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tallyd");
+
+/// Starts the binary and returns it with the UDP address it logged.
+fn spawn_agent(config: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("--log-level")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("udp=").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the agent logs its UDP address");
+    (child, addr.parse().expect("a socket address"))
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..1000 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("the agent did not exit within 10 s");
+}
+
+#[test]
+fn sigterm_straight_after_a_burst_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.jsonl");
+    let config = dir.path().join("tallyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = 4194304\n\
+             [aggregation]\nflush_interval_ms = 3600000\n\
+             [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
+            out.display().to_string()
+        ),
+    )
+    .expect("config");
+    let (mut child, addr) = spawn_agent(&config);
+
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("client");
+    let datagram = (0..20)
+        .map(|i| format!("burst:1|c\nlat:{i}|ms\n"))
+        .collect::<String>();
+    const DATAGRAMS: u64 = 500;
+    for _ in 0..DATAGRAMS {
+        socket.send_to(datagram.as_bytes(), addr).expect("send");
+    }
+    // SAFETY: kill(2) with a valid pid of our own child and a valid signal number.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "exit status {status}");
+
+    let text = std::fs::read_to_string(&out).expect("output file");
+    let record: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("final record")).expect("json");
+    let metrics = record["metrics"].as_array().expect("metrics");
+    let burst = metrics
+        .iter()
+        .find(|m| m["name"] == "burst")
+        .expect("counter present");
+    let lat = metrics
+        .iter()
+        .find(|m| m["name"] == "lat")
+        .expect("timer present");
+    assert_eq!(burst["count"], DATAGRAMS * 20);
+    assert_eq!(lat["count"], DATAGRAMS * 20);
+    assert_eq!(record["internal"]["dropped_lines"], 0);
+    // The final flush divides by the configured interval.
+    assert_eq!(record["interval_ms"], 3_600_000);
+}
+
+fn check(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).expect("write");
+    let output = Command::new(BIN)
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let shown = stderr.replace(&path.display().to_string(), "FILE");
+    (output.status.code().unwrap_or(-1), shown)
+}
+
+#[test]
+fn config_errors_exit_2_naming_file_line_and_column() {
+    let cases = [
+        (
+            "[server]\nudp = [\"nonsense\"]\n",
+            "FILE:2:8:",
+            "socket address",
+        ),
+        (
+            "[aggregation]\nflush_interval = 5\n",
+            "FILE:2:1:",
+            "unknown field `flush_interval`",
+        ),
+        (
+            "[aggregation]\npercentiles = [90, 0]\n",
+            "FILE:2:20:",
+            "percentile",
+        ),
+        (
+            "[aggregation]\nflush_interval_ms = \"ten\"\n",
+            "FILE:2:21:",
+            "invalid type",
+        ),
+        (
+            "[[backends]]\nkind = \"carrier_pigeon\"\n",
+            "FILE:2:8:",
+            "unknown variant",
+        ),
+        ("[server\n", "FILE:1:", "invalid"),
+        (
+            "[[aggregation.histograms]]\nmetric = \"a.*\"\nbins = [10, 5]\n",
+            "FILE:3:8:",
+            "increasing",
+        ),
+    ];
+    for (config, location, words) in cases {
+        let (code, stderr) = check(config);
+        assert_eq!(code, 2, "{config:?}: {stderr}");
+        assert!(
+            stderr.contains(location),
+            "{config:?}: want {location} in {stderr}"
+        );
+        assert!(
+            stderr.contains(words),
+            "{config:?}: want {words:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let output = Command::new(BIN)
+        .args(["--config", "/nonexistent/tallyd.toml"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/tallyd.toml"));
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+    let output = Command::new(BIN)
+        .arg("--check-config")
+        .arg(&example)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

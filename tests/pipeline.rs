@@ -1,0 +1,221 @@
+//! End to end over real UDP on loopback: lines in, figures out of the flush record.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_kind_arrives_with_its_figures() {
+    let agent = start(&base("")).await;
+    agent.send(&[
+        "api.requests:40|c\napi.requests:1|c|@0.5",
+        "queue.depth:17|g",
+        "api.latency:10|ms\napi.latency:20:30|ms",
+        "users.online:alice|s\nusers.online:bob|s\nusers.online:alice|s",
+        "payload:-2.5|h\nsizes:4|d",
+        "meter.hits:3|m",
+    ]);
+    agent.wait_lines(10).await;
+    let record = agent.finish().await;
+
+    let requests = metric(&record, "api.requests", "counter");
+    assert_close(fig(requests, "count"), 42.0);
+    assert_close(fig(requests, "rate"), 42.0 / 60.0);
+    assert_close(fig(metric(&record, "queue.depth", "gauge"), "value"), 17.0);
+    assert_close(fig(metric(&record, "users.online", "set"), "count"), 2.0);
+    assert_close(fig(metric(&record, "meter.hits", "counter"), "count"), 3.0);
+
+    let latency = metric(&record, "api.latency", "timer");
+    for (figure, want) in [
+        ("count", 3.0),
+        ("count_ps", 3.0 / 60.0),
+        ("lower", 10.0),
+        ("upper", 30.0),
+        ("sum", 60.0),
+        ("sum_squares", 1400.0),
+        ("mean", 20.0),
+        ("median", 20.0),
+        ("std", (200.0f64 / 3.0).sqrt()),
+        ("count_90", 3.0),
+        ("upper_90", 30.0),
+        ("mean_90", 20.0),
+    ] {
+        assert_close(fig(latency, figure), want);
+    }
+    assert_close(fig(metric(&record, "payload", "histogram"), "lower"), -2.5);
+    assert_close(fig(metric(&record, "sizes", "distribution"), "sum"), 4.0);
+
+    assert_eq!(record["interval_ms"], 60000);
+    assert!(record["timestamp"].as_u64().is_some());
+    assert!(record["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert_eq!(record["events"], json!([]));
+    assert_eq!(record["alerts"], json!([]));
+    assert_eq!(record["internal"]["packets_received"], 6);
+    assert_eq!(record["internal"]["lines_received"], 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_are_counted_by_reason_and_good_lines_of_the_packet_still_count() {
+    let agent = start(&base("")).await;
+    agent.send(&[
+        "good:1|c\nbad:x|c\nworse:1|q\n:1|c\nrate:1|c|@2\nlat:-1|ms\nfield:1|c|zz\ngood:2|c\r\n",
+        "tags:1|c|#a:b|#c:d\n\n\n",
+    ]);
+    agent.wait_lines(9).await;
+    let record = agent.finish().await;
+    assert_close(fig(metric(&record, "good", "counter"), "count"), 3.0);
+    let bad = &record["internal"]["bad_lines"];
+    assert_eq!(bad["invalid_value"], 2);
+    assert_eq!(bad["invalid_type"], 1);
+    assert_eq!(bad["empty_name"], 1);
+    assert_eq!(bad["invalid_sample_rate"], 1);
+    assert_eq!(bad["unknown_field"], 1);
+    assert_eq!(bad["invalid_tags"], 1);
+    assert_eq!(record["metrics"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_in_three_spellings_name_one_series_and_clients_win_over_global_tags() {
+    let agent = start(&base("global_tags = { env = \"prod\", dc = \"eu\" }")).await;
+    agent.send(&[
+        "hits:1|c|#region:x,env:dev",
+        "hits;env=dev;region=x:2|c",
+        "hits,region=x,env=dev:4|c",
+        "hits:8|c",
+        "hits:16|c|#env:dev,env:other,region:x",
+    ]);
+    agent.wait_lines(5).await;
+    let record = agent.finish().await;
+    let tagged = metric_tagged(
+        &record,
+        "hits",
+        "counter",
+        &json!({"dc": "eu", "env": "dev", "region": "x"}),
+    );
+    assert_close(fig(tagged, "count"), 23.0);
+    let global_only = metric_tagged(
+        &record,
+        "hits",
+        "counter",
+        &json!({"dc": "eu", "env": "prod"}),
+    );
+    assert_close(fig(global_only, "count"), 8.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_persist_and_idle_series_expire_after_their_ttl() {
+    // 60 s interval, 120 s ttl: emitted idle once (60 s idle), dropped at 120 s idle.
+    let agent = start(&base("series_ttl_ms = 120000")).await;
+    agent.send(&["depth:5|g\nhits:2|c\nlat:7|ms\nu:a|s"]);
+    agent.wait_lines(4).await;
+    let first = agent.flush().await;
+    assert_close(fig(metric(&first, "depth", "gauge"), "value"), 5.0);
+
+    agent.send(&["depth:+3|g"]);
+    agent.wait_lines(5).await;
+    let second = agent.flush().await;
+    assert_close(fig(metric(&second, "depth", "gauge"), "value"), 8.0);
+    assert_close(fig(metric(&second, "hits", "counter"), "count"), 0.0);
+    assert_close(fig(metric(&second, "hits", "counter"), "rate"), 0.0);
+    assert_close(fig(metric(&second, "u", "set"), "count"), 0.0);
+    let idle_timer = metric(&second, "lat", "timer");
+    assert_eq!(
+        idle_timer,
+        &json!({"name": "lat", "type": "timer", "tags": {}, "count": 0, "count_ps": 0})
+    );
+
+    let third = agent.flush().await;
+    assert_close(fig(metric(&third, "depth", "gauge"), "value"), 8.0);
+    assert!(
+        find(&third, "hits", "counter", &json!({})).is_none(),
+        "idle 120 s: dropped"
+    );
+    assert!(find(&third, "lat", "timer", &json!({})).is_none());
+    assert_eq!(third["internal"]["series"], 1);
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_service_checks_reach_the_record_with_global_tags() {
+    let agent = start(&base("global_tags = { env = \"prod\" }")).await;
+    agent.send(&[
+        "_e{6,9}:deploy|v1\\nlive!|p:low|#team:web",
+        "_sc|db.up|2|h:db-1|m:disk m\\: full",
+    ]);
+    agent.wait_lines(2).await;
+    let record = agent.finish().await;
+    let events = record["events"].as_array().expect("events list");
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0],
+        json!({"kind": "event", "title": "deploy", "text": "v1\nlive!", "priority": "low",
+               "tags": {"env": "prod", "team": "web"}})
+    );
+    assert_eq!(
+        events[1],
+        json!({"kind": "service_check", "name": "db.up", "status": 2, "hostname": "db-1",
+               "message": "disk m: full", "tags": {"env": "prod"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interval_ticker_flushes_on_its_own() {
+    let toml = "backends = []\n[server]\nudp = [\"127.0.0.1:0\"]\n[aggregation]\nflush_interval_ms = 100\n";
+    let agent = start(toml).await;
+    agent.send(&["tick:1|c"]);
+    agent.wait_lines(1).await;
+    let mut total = 0.0;
+    for _ in 0..3 {
+        let record = agent.next_record();
+        assert_eq!(record["interval_ms"], 100);
+        if let Some(m) = find(&record, "tick", "counter", &json!({})) {
+            total += fig(m, "count");
+        }
+    }
+    assert_close(total, 1.0);
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histogram_bins_apply_to_matching_names() {
+    let aggregation = "[[aggregation.histograms]]\nmetric = \"api.*\"\nbins = [0.5, 10]\n";
+    let agent = start(&base(aggregation)).await;
+    agent.send(&["api.lat:0.1:0.5:3:10:99|ms|@0.5\nother:1|ms"]);
+    agent.wait_lines(2).await;
+    let record = agent.finish().await;
+    let lat = metric(&record, "api.lat", "timer");
+    assert_close(fig(lat, "bin_0_5"), 1.0);
+    assert_close(fig(lat, "bin_10"), 2.0);
+    assert_close(fig(lat, "bin_inf"), 2.0);
+    assert_close(fig(lat, "count"), 10.0);
+    assert!(metric(&record, "other", "timer").get("bin_inf").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_series_beyond_max_series_are_dropped_and_counted() {
+    let agent = start(&base("max_series = 2\nshards = 2")).await;
+    agent.send(&["a:1|c\nb:1|c\nc:1|c\nd:1|g\na:1|c"]);
+    agent.wait_lines(5).await;
+    let record = agent.finish().await;
+    assert_eq!(record["metrics"].as_array().map(Vec::len), Some(2));
+    assert_eq!(record["internal"]["dropped_series"], 2);
+    assert_eq!(record["internal"]["series"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_loopback_is_served() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; skipped");
+        return;
+    }
+    let toml = "backends = []\n[server]\nudp = [\"[::1]:0\", \"127.0.0.1:0\"]\n";
+    let agent = start(toml).await;
+    let v6 = agent.running.udp_addrs()[0];
+    assert!(v6.is_ipv6());
+    send_udp(v6, &["six:6|c"]);
+    send_udp(agent.running.udp_addrs()[1], &["six:4|c"]);
+    agent.wait_lines(2).await;
+    let record = agent.finish().await;
+    assert_close(fig(metric(&record, "six", "counter"), "count"), 10.0);
+}
