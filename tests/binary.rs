@@ -139,7 +139,7 @@ fn config_errors_exit_2_naming_file_line_and_column() {
             "FILE:2:8:",
             "unknown variant",
         ),
-        ("[server\n", "FILE:1:", "invalid"),
+        ("[server\n", "FILE:1:8:", "unclosed table"),
         (
             "[[aggregation.histograms]]\nmetric = \"a.*\"\nbins = [10, 5]\n",
             "FILE:3:8:",

@@ -1,0 +1,416 @@
+//! The per-series state a shard owns ([`DistState`], fed on the hot path) and the snapshot it
+//! hands to the flush thread at each flush ([`DistSnapshot`], turned into figures there).
+
+use std::sync::Arc;
+
+use super::figures::BinCounts;
+use super::sketch::Sketch;
+use super::{Bins, DistFigures, DistributionConfig, exact};
+
+/// One series' samples for the current interval. Lives in an aggregator shard; `add` is on the
+/// hot path (no allocation beyond amortized Vec growth).
+#[derive(Debug, Default)]
+pub struct DistState {
+    /// Σ 1/rate.
+    count: f64,
+    samples: Samples,
+    /// Raw values per bin (rates not applied), sized by the first `add` that had bins.
+    bin_counts: Vec<u64>,
+}
+
+/// The interval's values: raw while few, sketched beyond `exact_samples`.
+#[derive(Debug)]
+enum Samples {
+    Exact(Vec<f64>),
+    Sketch(Box<Sketch>),
+}
+
+impl Default for Samples {
+    fn default() -> Samples {
+        Samples::Exact(Vec::new())
+    }
+}
+
+impl DistState {
+    /// Records one sample: `1 / rate` into the count, the raw value into its bin and samples.
+    ///
+    /// Values arrive validated; should one not be finite it is ignored, and `-0` counts as 0.
+    /// A rate outside `(0, 1]` counts as 1.
+    pub fn add(&mut self, value: f64, rate: f64, bins: Option<&Bins>, exact_samples: usize) {
+        if !value.is_finite() {
+            return;
+        }
+        let value = value + 0.0; // -0 + 0 is +0
+        let rate = if rate > 0.0 && rate <= 1.0 { rate } else { 1.0 };
+        self.count += 1.0 / rate;
+        if let Some(bins) = bins {
+            self.count_bin(bins, value);
+        }
+        self.samples.push(value, exact_samples);
+    }
+
+    /// True when no sample arrived this interval.
+    pub fn is_empty(&self) -> bool {
+        match &self.samples {
+            Samples::Exact(values) => values.is_empty(),
+            Samples::Sketch(_) => false,
+        }
+    }
+
+    /// Moves the interval's samples out (cheap: moves vectors, no copy) and leaves the state
+    /// empty for the next interval.
+    pub fn take(&mut self) -> DistSnapshot {
+        let DistState {
+            count,
+            samples,
+            bin_counts,
+        } = std::mem::take(self);
+        DistSnapshot {
+            count,
+            samples,
+            bin_counts,
+        }
+    }
+
+    fn count_bin(&mut self, bins: &Bins, value: f64) {
+        if self.bin_counts.len() < bins.bin_count() {
+            self.bin_counts.resize(bins.bin_count(), 0);
+        }
+        if let Some(count) = self.bin_counts.get_mut(bins.index(value)) {
+            *count = count.saturating_add(1);
+        }
+    }
+}
+
+impl Samples {
+    fn push(&mut self, value: f64, exact_samples: usize) {
+        match self {
+            Samples::Sketch(sketch) => sketch.record(value),
+            Samples::Exact(values) if values.len() < exact_samples => {
+                push_bounded(values, value, exact_samples);
+            }
+            Samples::Exact(values) => {
+                // One value too many: sketch them all and free the Vec.
+                let sketch = Sketch::from_values(values, value);
+                *self = Samples::Sketch(Box::new(sketch));
+            }
+        }
+    }
+}
+
+/// Pushes with geometric growth that never allocates room past `limit` values.
+fn push_bounded(values: &mut Vec<f64>, value: f64, limit: usize) {
+    if values.len() == values.capacity() {
+        let room = limit.saturating_sub(values.len()).max(1);
+        values.reserve_exact(values.len().max(4).min(room));
+    }
+    values.push(value);
+}
+
+/// The raw samples of one interval, sent from the shard thread to the flush thread.
+/// Send + 'static.
+#[derive(Debug)]
+pub struct DistSnapshot {
+    count: f64,
+    samples: Samples,
+    bin_counts: Vec<u64>,
+}
+
+impl DistSnapshot {
+    /// Computes every figure (sorting happens here, on the flush thread). `interval_s` is the
+    /// configured flush interval in seconds.
+    pub fn figures(
+        self,
+        config: &DistributionConfig,
+        bins: Option<Arc<Bins>>,
+        interval_s: f64,
+    ) -> DistFigures {
+        let DistSnapshot {
+            count,
+            samples,
+            mut bin_counts,
+        } = self;
+        let (summary, tails) = match samples {
+            Samples::Exact(mut values) => {
+                values.sort_unstable_by(f64::total_cmp);
+                let Some(summary) = exact::summary(&values) else {
+                    return DistFigures::idle();
+                };
+                let tails = config
+                    .percentiles
+                    .iter()
+                    .map(|p| exact::tail(&values, p))
+                    .collect();
+                (summary, tails)
+            }
+            Samples::Sketch(sketch) => sketch.figures(&config.percentiles),
+        };
+        let bins = bins.map(|bins| {
+            bin_counts.resize(bins.bin_count(), 0);
+            BinCounts {
+                bins,
+                counts: bin_counts,
+            }
+        });
+        DistFigures {
+            count,
+            count_ps: count / interval_s,
+            summary: Some(summary),
+            tails,
+            bins,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Percentile;
+    use super::*;
+
+    fn config(percentiles: &[f64], exact_samples: usize) -> DistributionConfig {
+        DistributionConfig {
+            percentiles: percentiles
+                .iter()
+                .map(|p| Percentile::new(*p).unwrap())
+                .collect(),
+            exact_samples,
+        }
+    }
+
+    /// Adds `(value, rate)` pairs and returns every emitted figure.
+    fn run(
+        samples: &[(f64, f64)],
+        config: &DistributionConfig,
+        bins: Option<Bins>,
+        interval_s: f64,
+    ) -> Vec<(String, f64)> {
+        let bins = bins.map(Arc::new);
+        let mut state = DistState::default();
+        for (value, rate) in samples {
+            state.add(*value, *rate, bins.as_deref(), config.exact_samples);
+        }
+        let mut out = Vec::new();
+        let figures = state.take().figures(config, bins, interval_s);
+        figures.for_each(config, |name, value| out.push((name.to_string(), value)));
+        out
+    }
+
+    fn figure(figures: &[(String, f64)], name: &str) -> Option<f64> {
+        figures.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    fn ones(values: &[f64]) -> Vec<(f64, f64)> {
+        values.iter().map(|v| (*v, 1.0)).collect()
+    }
+
+    #[test]
+    fn spec_example_record() {
+        let figures = run(
+            &ones(&[10.0, 30.0, 20.0]),
+            &config(&[90.0], 100),
+            None,
+            10.0,
+        );
+        let names: Vec<&str> = figures.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "count",
+                "count_ps",
+                "lower",
+                "upper",
+                "sum",
+                "sum_squares",
+                "mean",
+                "median",
+                "std",
+                "count_90",
+                "mean_90",
+                "upper_90",
+                "sum_90",
+                "sum_squares_90"
+            ]
+        );
+        let values: Vec<f64> = figures.iter().map(|(_, v)| *v).collect();
+        let expected = [3.0, 0.3, 10.0, 30.0, 60.0, 1400.0, 20.0, 20.0];
+        assert_eq!(values[..8], expected);
+        assert!((values[8] - 8.165).abs() < 1e-3);
+        assert_eq!(values[9..], [3.0, 20.0, 30.0, 60.0, 1400.0]);
+    }
+
+    #[test]
+    fn rates_affect_count_only() {
+        let figures = run(&[(10.0, 0.5), (20.0, 0.25)], &config(&[], 100), None, 2.0);
+        assert_eq!(figure(&figures, "count"), Some(6.0));
+        assert_eq!(figure(&figures, "count_ps"), Some(3.0));
+        assert_eq!(figure(&figures, "sum"), Some(30.0));
+        assert_eq!(figure(&figures, "mean"), Some(15.0)); // sum / n, not sum / count
+    }
+
+    #[test]
+    fn k_zero_percentile_emits_nothing() {
+        let figures = run(
+            &ones(&[1.0, 2.0, 3.0, 4.0]),
+            &config(&[10.0, 50.0], 100),
+            None,
+            1.0,
+        );
+        assert_eq!(figure(&figures, "count_10"), None);
+        assert_eq!(figure(&figures, "upper_50"), Some(2.0));
+    }
+
+    #[test]
+    fn single_value_fills_every_percentile() {
+        let figures = run(&ones(&[4.0]), &config(&[10.0, -10.0], 100), None, 1.0);
+        for name in [
+            "upper_10",
+            "mean_10",
+            "sum_10",
+            "lower_top10",
+            "mean_top10",
+            "sum_top10",
+        ] {
+            assert_eq!(figure(&figures, name), Some(4.0), "{name}");
+        }
+        assert_eq!(figure(&figures, "count_top10"), Some(1.0));
+        assert_eq!(figure(&figures, "sum_squares_10"), Some(16.0));
+        assert_eq!(figure(&figures, "median"), Some(4.0));
+        assert_eq!(figure(&figures, "std"), Some(0.0));
+    }
+
+    #[test]
+    fn bins_count_raw_values_whatever_the_rate() {
+        let bins = Bins::new(vec![10.0, 100.0]).unwrap();
+        let samples = [
+            (5.0, 0.1),
+            (10.0, 0.5),
+            (99.0, 1.0),
+            (100.0, 0.01),
+            (1e9, 1.0),
+        ];
+        let figures = run(&samples, &config(&[], 100), Some(bins), 1.0);
+        assert_eq!(figure(&figures, "bin_10"), Some(1.0));
+        assert_eq!(figure(&figures, "bin_100"), Some(2.0));
+        assert_eq!(figure(&figures, "bin_inf"), Some(2.0));
+    }
+
+    #[test]
+    fn empty_bins_are_emitted_as_zero() {
+        let bins = Bins::new(vec![-5.0, 0.5, 10.0]).unwrap();
+        let figures = run(&ones(&[-7.0]), &config(&[], 100), Some(bins), 1.0);
+        let tail: Vec<(&str, f64)> = figures[9..].iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        assert_eq!(
+            tail,
+            [
+                ("bin_-5", 1.0),
+                ("bin_0_5", 0.0),
+                ("bin_10", 0.0),
+                ("bin_inf", 0.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn minus_zero_value_is_zero_in_bins_and_figures() {
+        let bins = Bins::new(vec![-1.0, 0.0, 1.0]).unwrap();
+        let figures = run(&ones(&[-0.0]), &config(&[], 100), Some(bins), 1.0);
+        assert_eq!(figure(&figures, "bin_0"), Some(0.0));
+        assert_eq!(figure(&figures, "bin_1"), Some(1.0));
+        assert!(figure(&figures, "lower").unwrap().is_sign_positive());
+    }
+
+    #[test]
+    fn bins_configured_at_flush_only_are_all_zero() {
+        let mut state = DistState::default();
+        state.add(3.0, 1.0, None, 10);
+        let bins = Arc::new(Bins::new(vec![1.0]).unwrap());
+        let config = config(&[], 10);
+        let mut out = Vec::new();
+        let figures = state.take().figures(&config, Some(bins), 1.0);
+        figures.for_each(&config, |name, value| out.push((name.to_string(), value)));
+        assert_eq!(figure(&out, "bin_1"), Some(0.0));
+        assert_eq!(figure(&out, "bin_inf"), Some(0.0));
+    }
+
+    #[test]
+    fn idle_state_yields_idle_figures() {
+        let config = config(&[90.0], 10);
+        let bins = Some(Arc::new(Bins::new(vec![1.0]).unwrap()));
+        let mut state = DistState::default();
+        assert!(state.is_empty());
+        let mut names = Vec::new();
+        let figures = state.take().figures(&config, bins, 10.0);
+        figures.for_each(&config, |name, value| names.push((name.to_string(), value)));
+        assert_eq!(
+            names,
+            [("count".to_string(), 0.0), ("count_ps".to_string(), 0.0)]
+        );
+    }
+
+    #[test]
+    fn take_leaves_the_state_empty_for_the_next_interval() {
+        let mut state = DistState::default();
+        state.add(1.0, 1.0, None, 10);
+        assert!(!state.is_empty());
+        let snapshot = state.take();
+        assert!(state.is_empty());
+        state.add(2.0, 1.0, None, 10);
+        let config = config(&[], 10);
+        let mut out = Vec::new();
+        state
+            .take()
+            .figures(&config, None, 1.0)
+            .for_each(&config, |name, value| out.push((name.to_string(), value)));
+        assert_eq!(figure(&out, "sum"), Some(2.0));
+        drop(snapshot);
+    }
+
+    #[test]
+    fn more_than_exact_samples_switches_to_the_sketch_and_frees_the_vec() {
+        let mut state = DistState::default();
+        for v in 0..3 {
+            state.add(f64::from(v), 1.0, None, 3);
+        }
+        assert!(matches!(&state.samples, Samples::Exact(v) if v.len() == 3));
+        state.add(3.0, 1.0, None, 3);
+        assert!(matches!(state.samples, Samples::Sketch(_)));
+        assert!(!state.is_empty());
+    }
+
+    #[test]
+    fn zero_exact_samples_sketches_from_the_first_value() {
+        let figures = run(&ones(&[2.5]), &config(&[90.0], 0), None, 1.0);
+        assert_eq!(figure(&figures, "count"), Some(1.0));
+        assert_eq!(figure(&figures, "median"), Some(2.5));
+        assert_eq!(figure(&figures, "upper_90"), Some(2.5));
+    }
+
+    #[test]
+    fn exact_vec_never_allocates_past_exact_samples() {
+        let mut state = DistState::default();
+        for v in 0..10 {
+            state.add(f64::from(v), 1.0, None, 10);
+        }
+        assert!(matches!(&state.samples, Samples::Exact(v) if v.capacity() == 10));
+    }
+
+    #[test]
+    fn non_finite_values_and_bad_rates_do_not_poison_figures() {
+        let samples = [
+            (f64::NAN, 1.0),
+            (f64::INFINITY, 1.0),
+            (2.0, 0.0),
+            (4.0, f64::NAN),
+        ];
+        let figures = run(&samples, &config(&[50.0], 100), None, 1.0);
+        assert_eq!(figure(&figures, "count"), Some(2.0));
+        assert_eq!(figure(&figures, "sum"), Some(6.0));
+    }
+
+    #[test]
+    fn snapshot_is_send_and_static() {
+        fn assert_send_static<T: Send + 'static>() {}
+        assert_send_static::<DistSnapshot>();
+        assert_send_static::<DistFigures>();
+    }
+}
