@@ -442,3 +442,133 @@ fn hostname() -> String {
         _ => "localhost".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn the_example_config_loads_and_matches_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+        let example = Config::load(&path).expect("config.toml.example is valid");
+        let defaults = Config::default();
+        assert_eq!(example.server.udp, defaults.server.udp);
+        assert_eq!(example.server.queue_batches, defaults.server.queue_batches);
+        let (a, b) = (&example.aggregation, &defaults.aggregation);
+        assert_eq!(a.flush_interval, b.flush_interval);
+        assert_eq!(a.distribution.percentiles, b.distribution.percentiles);
+        assert_eq!(a.distribution.exact_samples, b.distribution.exact_samples);
+        assert_eq!(a.series_ttl, b.series_ttl);
+        assert_eq!(a.max_series, b.max_series);
+        assert_eq!(a.gauge_deltas, b.gauge_deltas);
+        assert!(matches!(
+            example.backends[..],
+            [BackendConfig::Console { json: false }]
+        ));
+    }
+
+    #[test]
+    fn defaults_listen_on_udp_8125_and_flush_every_10_s() {
+        let config = Config::default();
+        assert_eq!(
+            config.server.udp,
+            vec![SocketAddr::from(([127, 0, 0, 1], 8125))]
+        );
+        assert_eq!(config.aggregation.flush_interval, Duration::from_secs(10));
+        assert!(matches!(
+            config.backends[..],
+            [BackendConfig::Console { json: false }]
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_position() {
+        let err = parse("[aggregation]\nflush_interval_ms = 1000\nsharts = 2\n").unwrap_err();
+        let ConfigError::Invalid {
+            line,
+            column,
+            message,
+            ..
+        } = err
+        else {
+            panic!("not a content error");
+        };
+        assert_eq!((line, column), (3, 1));
+        assert!(message.contains("sharts"), "{message}");
+    }
+
+    #[test]
+    fn invalid_percentile_points_at_the_value() {
+        let err = parse("[aggregation]\npercentiles = [90, 101]\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    line: 2,
+                    column: 20,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn global_tags_are_sorted_and_validated() {
+        let config = parse("[aggregation]\nglobal_tags = { zone = \"a\", env = \"prod\" }\n")
+            .expect("valid");
+        assert_eq!(
+            config.aggregation.global_tags,
+            vec![
+                ("env".to_string(), "prod".to_string()),
+                ("zone".to_string(), "a".to_string())
+            ]
+        );
+        assert!(parse("[aggregation]\nglobal_tags = { \"\" = \"x\" }\n").is_err());
+    }
+
+    #[test]
+    fn histogram_rules_match_the_first_pattern() {
+        let config = parse(
+            "[[aggregation.histograms]]\nmetric = \"api.*\"\nbins = [1]\n\
+             [[aggregation.histograms]]\nmetric = \"*\"\nbins = [2, 3]\n",
+        )
+        .expect("valid");
+        let bins = |name| {
+            config
+                .aggregation
+                .bins_for(name)
+                .map(|b| b.bounds().to_vec())
+        };
+        assert_eq!(bins("api.x"), Some(vec![1.0]));
+        assert_eq!(bins("db.x"), Some(vec![2.0, 3.0]));
+    }
+
+    #[test]
+    fn zero_flush_interval_is_rejected() {
+        assert!(parse("[aggregation]\nflush_interval_ms = 0\n").is_err());
+    }
+
+    #[test]
+    fn backends_are_built_from_their_kind() {
+        let config = parse(
+            "[[backends]]\nkind = \"json_file\"\npath = \"/tmp/x.jsonl\"\n\
+             [[backends]]\nkind = \"console\"\nformat = \"json\"\n",
+        )
+        .expect("valid");
+        match &config.backends[..] {
+            [
+                BackendConfig::JsonFile(file),
+                BackendConfig::Console { json: true },
+            ] => {
+                assert_eq!(file.max_bytes, 100 * 1024 * 1024);
+                assert_eq!(file.keep, 5);
+            }
+            other => panic!("unexpected backends {other:?}"),
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub struct Telemetry {
     bad_lines: [AtomicU64; REASONS],
     dropped_lines: AtomicU64,
     dropped_series: AtomicU64,
+    dropped_events: AtomicU64,
     dropped_records: AtomicU64,
     backend_errors: AtomicU64,
     /// Live series across all shards; shards use it to enforce `max_series`.
@@ -51,6 +52,8 @@ pub struct Internal {
     pub bad_lines: [u64; REASONS],
     pub dropped_lines: u64,
     pub dropped_series: u64,
+    /// Events and service checks beyond the per-interval limit.
+    pub dropped_events: u64,
     /// Records a backend's full queue made it skip.
     pub dropped_records: u64,
     pub backend_errors: u64,
@@ -107,6 +110,11 @@ impl Telemetry {
         self.series.fetch_sub(n, Relaxed);
     }
 
+    /// Counts events dropped beyond the per-interval limit.
+    pub fn dropped_events(&self, n: u64) {
+        self.dropped_events.fetch_add(n, Relaxed);
+    }
+
     /// Counts a record a backend could not queue.
     pub fn dropped_record(&self) {
         self.dropped_records.fetch_add(1, Relaxed);
@@ -134,6 +142,7 @@ impl Telemetry {
             bad_lines,
             dropped_lines: self.dropped_lines.swap(0, Relaxed),
             dropped_series: self.dropped_series.swap(0, Relaxed),
+            dropped_events: self.dropped_events.swap(0, Relaxed),
             dropped_records: self.dropped_records.swap(0, Relaxed),
             backend_errors: self.backend_errors.swap(0, Relaxed),
             series: self.series.load(Relaxed),

@@ -219,3 +219,22 @@ async fn ipv6_loopback_is_served() {
     let record = agent.finish().await;
     assert_close(fig(metric(&record, "six", "counter"), "count"), 10.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuseport_sockets_share_one_address_and_lose_nothing() {
+    let toml = "backends = []\n[server]\nudp = [\"127.0.0.1:0\"]\nudp_sockets_per_address = 3\nudp_batch = 4\n";
+    let agent = start(toml).await;
+    assert_eq!(
+        agent.running.udp_addrs().len(),
+        1,
+        "three sockets, one address"
+    );
+    // Each datagram from a fresh source port, so the kernel spreads them over the sockets.
+    for _ in 0..60 {
+        agent.send(&["spread:1|c\nspread.lat:2|ms"]);
+    }
+    agent.wait_lines(120).await;
+    let record = agent.finish().await;
+    assert_close(fig(metric(&record, "spread", "counter"), "count"), 60.0);
+    assert_close(fig(metric(&record, "spread.lat", "timer"), "count"), 60.0);
+}

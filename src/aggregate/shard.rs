@@ -53,6 +53,10 @@ pub enum RawData {
     DistIdle,
 }
 
+/// Events and service checks kept per interval; more are dropped and counted, so an event
+/// flood cannot grow memory without bound.
+pub const MAX_EVENTS: usize = 10_000;
+
 type MemberSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
 
 #[derive(Debug)]
@@ -142,6 +146,12 @@ impl Shard {
 
     /// Folds one batch into the series.
     pub fn add(&mut self, mut batch: Batch) {
+        let room = MAX_EVENTS.saturating_sub(self.events.len());
+        if batch.events.len() > room {
+            let excess = batch.events.len() - room;
+            batch.events.truncate(room);
+            self.telemetry.dropped_events(excess as u64);
+        }
         self.events.append(&mut batch.events);
         for sample in &batch.samples {
             let (start, end) = (sample.key_start as usize, sample.key_end as usize);
@@ -426,5 +436,83 @@ mod tests {
         );
         assert_eq!(got[0].3, "counter 2");
         assert_eq!(telemetry.take_interval().dropped_series, 2);
+    }
+
+    #[test]
+    fn events_beyond_the_interval_limit_are_dropped_and_counted() {
+        use crate::protocol::ServiceCheck;
+        let (mut shard, telemetry) = shard(|_| {});
+        let check = TaggedEvent::ServiceCheck(
+            ServiceCheck {
+                name: "db".into(),
+                status: 0,
+                timestamp: None,
+                hostname: None,
+                message: None,
+                tags: Vec::new(),
+            },
+            Vec::new(),
+        );
+        let mut batch = Batch::default();
+        batch.events = vec![check; MAX_EVENTS + 5];
+        shard.add(batch);
+        assert_eq!(shard.snapshot().events.len(), MAX_EVENTS);
+        assert_eq!(telemetry.take_interval().dropped_events, 5);
+        assert!(shard.snapshot().events.is_empty());
+    }
+
+    mod reference {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// (series index, kind index, value text, rate)
+        type Input = Vec<(u8, u8, i32, u8, bool)>;
+
+        fn arb_input() -> impl Strategy<Value = Input> {
+            proptest::collection::vec(
+                (0u8..4, 0u8..3, -1000i32..1000, 1u8..=4, any::<bool>()),
+                0..200,
+            )
+        }
+
+        proptest! {
+            /// Counters, gauges and sets from a shard equal a plain fold over the samples.
+            #[test]
+            fn shard_figures_match_a_plain_reference(input in arb_input(), deltas in any::<bool>()) {
+                let (mut shard, _) = shard(|c| c.gauge_deltas = deltas);
+                let mut counters = std::collections::BTreeMap::<String, f64>::new();
+                let mut gauges = std::collections::BTreeMap::<String, f64>::new();
+                let mut sets = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+                for (series, kind, value, rate_div, signed) in input {
+                    let name = format!("s{series}");
+                    let rate = 1.0 / f64::from(rate_div);
+                    match kind {
+                        0 => {
+                            let text = value.to_string();
+                            shard.add(sample(&name, MetricKind::Counter, &text, rate));
+                            *counters.entry(name).or_default() += f64::from(value) / rate;
+                        }
+                        1 => {
+                            let text = if signed && value >= 0 { format!("+{value}") } else { value.to_string() };
+                            let is_delta = deltas && text.starts_with(['+', '-']);
+                            shard.add(sample(&name, MetricKind::Gauge, &text, rate));
+                            let gauge = gauges.entry(name).or_default();
+                            if is_delta { *gauge += f64::from(value) } else { *gauge = f64::from(value) }
+                        }
+                        _ => {
+                            let member = format!("m{}", value % 7);
+                            shard.add(sample(&name, MetricKind::Set, &member, rate));
+                            sets.entry(name).or_default().insert(member);
+                        }
+                    }
+                }
+                let mut want: Vec<_> = counters.into_iter().map(|(n, v)| (n, MetricKind::Counter, true, format!("counter {v}")))
+                    .chain(gauges.into_iter().map(|(n, v)| (n, MetricKind::Gauge, true, format!("gauge {v}"))))
+                    .chain(sets.into_iter().map(|(n, v)| (n, MetricKind::Set, true, format!("set {}", v.len()))))
+                    .collect();
+                want.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                prop_assert_eq!(values(&shard.snapshot()), want);
+            }
+        }
     }
 }
