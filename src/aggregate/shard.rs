@@ -453,8 +453,10 @@ mod tests {
             },
             Vec::new(),
         );
-        let mut batch = Batch::default();
-        batch.events = vec![check; MAX_EVENTS + 5];
+        let batch = Batch {
+            events: vec![check; MAX_EVENTS + 5],
+            ..Default::default()
+        };
         shard.add(batch);
         assert_eq!(shard.snapshot().events.len(), MAX_EVENTS);
         assert_eq!(telemetry.take_interval().dropped_events, 5);
