@@ -423,6 +423,34 @@ impl RawBackend {
     }
 }
 
+/// Replaces every `${NAME}` with the environment variable's value (for header values, so
+/// tokens stay out of the config file). `$` not followed by `{` is kept as is.
+///
+/// # Errors
+/// An unset variable or an unclosed `${`.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    expand_with(text, |name| std::env::var(name).ok())
+}
+
+fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+        let name = &after[..end];
+        let value = lookup(name)
+            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
@@ -546,6 +574,15 @@ mod tests {
         };
         assert_eq!(bins("api.x"), Some(vec![1.0]));
         assert_eq!(bins("db.x"), Some(vec![2.0, 3.0]));
+    }
+
+    #[test]
+    fn env_variables_expand_in_place() {
+        let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
+        assert_eq!(expand_with("Bearer ${TOKEN}!", lookup).as_deref(), Ok("Bearer s3cret!"));
+        assert_eq!(expand_with("cost $5", lookup).as_deref(), Ok("cost $5"));
+        assert!(expand_with("${MISSING}", lookup).unwrap_err().contains("MISSING"));
+        assert!(expand_with("${TOKEN", lookup).is_err());
     }
 
     #[test]
