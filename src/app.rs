@@ -12,9 +12,12 @@ use crossbeam_channel::Sender;
 use tokio::sync::watch;
 
 use crate::aggregate::{KeyEncoder, spawn_shards};
+use crate::alert::Alerter;
+use crate::alert::notifier::Notifiers;
 use crate::backend::{self, Backend, BackendHandle};
 use crate::config::Config;
 use crate::flush::{Command, Flusher};
+use crate::http::HttpClient;
 use crate::server::{Router, tcp, udp, unix};
 use crate::telemetry::Telemetry;
 
@@ -164,9 +167,19 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     for backend in backends {
         handles.push(BackendHandle::spawn(backend, telemetry.clone())?);
     }
+    let client = HttpClient::default();
+    let notifiers = Notifiers::start(&config.notifiers, &client, telemetry.clone())?;
+    let interval_ms = config.aggregation.flush_interval.as_millis();
+    let alerter = Alerter::new(config.alerts.clone(), interval_ms, notifiers);
     let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
-    let flusher =
-        Flusher::new(config.clone(), shards.ctrl_tx, handles, telemetry.clone()).spawn(flush_rx)?;
+    let flusher = Flusher::new(
+        config.clone(),
+        shards.ctrl_tx,
+        alerter,
+        handles,
+        telemetry.clone(),
+    )
+    .spawn(flush_rx)?;
 
     Ok(Running {
         udp_addrs,

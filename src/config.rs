@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::aggregate::distribution::{Bins, DistributionConfig, Percentile};
+use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
 use crate::glob::Glob;
 
 /// A configuration that could not be loaded.
@@ -38,6 +39,34 @@ pub struct Config {
     pub server: ServerConfig,
     pub aggregation: AggregationConfig,
     pub backends: Vec<BackendConfig>,
+    /// Alert rules, evaluated at every flush.
+    pub alerts: Vec<AlertRule>,
+    /// Webhook notifiers that alert rules name in `notify`.
+    pub notifiers: Vec<NotifierConfig>,
+}
+
+/// A webhook notifier: each alert event is POSTed to `url`.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    pub name: String,
+    pub url: String,
+    /// With `${VAR}` already expanded.
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub format: WebhookFormat,
+    /// Further attempts after a failed POST.
+    pub retries: u32,
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The alert event object of the record's `alerts`.
+    #[default]
+    Json,
+    /// `{"text": "..."}`, which Slack incoming webhooks (and Mattermost, Rocket.Chat) accept.
+    Slack,
 }
 
 /// Listeners and the receive path.
@@ -191,6 +220,67 @@ struct RawConfig {
     aggregation: RawAggregation,
     /// Defaults to one console backend when absent.
     backends: Option<Vec<RawBackend>>,
+    #[serde(default)]
+    alerts: Vec<RawAlert>,
+    #[serde(default)]
+    notifiers: Vec<RawNotifier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    name: toml::Spanned<String>,
+    metric: toml::Spanned<String>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+    stat: Option<toml::Spanned<String>>,
+    op: Op,
+    threshold: Option<f64>,
+    #[serde(rename = "for", default = "one")]
+    for_flushes: toml::Spanned<u32>,
+    #[serde(default = "default_severity")]
+    severity: Severity,
+    #[serde(default)]
+    notify: Vec<toml::Spanned<String>>,
+    repeat_interval_ms: Option<u64>,
+}
+
+fn one() -> toml::Spanned<u32> {
+    toml::Spanned::new(0..0, 1)
+}
+
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifier {
+    name: toml::Spanned<String>,
+    kind: NotifierKind,
+    url: toml::Spanned<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, toml::Spanned<String>>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default)]
+    format: WebhookFormat,
+    #[serde(default = "default_retries")]
+    retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum NotifierKind {
+    Webhook,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_retries() -> u32 {
+    3
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,11 +395,139 @@ impl RawConfig {
             None => vec![BackendConfig::Console { json: false }],
             Some(list) => list.into_iter().map(RawBackend::validate).collect(),
         };
+        let aggregation = self.aggregation.validate()?;
+        let notifiers = validate_notifiers(self.notifiers)?;
+        let mut alerts: Vec<AlertRule> = Vec::with_capacity(self.alerts.len());
+        for raw in self.alerts {
+            if alerts.iter().any(|rule| rule.name == *raw.name.get_ref()) {
+                return Err(Invalid::at(
+                    &raw.name,
+                    format!("alert name {:?} is used twice", raw.name.get_ref()),
+                ));
+            }
+            alerts.push(raw.validate(&aggregation, &notifiers)?);
+        }
         Ok(Config {
             host: self.host.unwrap_or_else(hostname),
             server: self.server.validate()?,
-            aggregation: self.aggregation.validate()?,
+            aggregation,
             backends,
+            alerts,
+            notifiers,
+        })
+    }
+}
+
+fn validate_notifiers(raw: Vec<RawNotifier>) -> Result<Vec<NotifierConfig>, Invalid> {
+    let mut notifiers: Vec<NotifierConfig> = Vec::with_capacity(raw.len());
+    for notifier in raw {
+        let name = notifier.name.get_ref();
+        if name.is_empty() || name == "log" || notifiers.iter().any(|n| &n.name == name) {
+            return Err(Invalid::at(
+                &notifier.name,
+                format!("notifier name {name:?} must be non-empty, unique and not \"log\""),
+            ));
+        }
+        let url = notifier.url.get_ref();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Invalid::at(
+                &notifier.url,
+                "url must start with http:// or https://",
+            ));
+        }
+        let NotifierKind::Webhook = notifier.kind;
+        let mut headers = Vec::with_capacity(notifier.headers.len());
+        for (key, value) in notifier.headers {
+            let expanded = expand_env(value.get_ref()).map_err(|e| Invalid::at(&value, e))?;
+            headers.push((key, expanded));
+        }
+        notifiers.push(NotifierConfig {
+            name: name.clone(),
+            url: url.clone(),
+            headers,
+            timeout: Duration::from_millis(notifier.timeout_ms),
+            format: notifier.format,
+            retries: notifier.retries,
+        });
+    }
+    Ok(notifiers)
+}
+
+impl RawAlert {
+    fn validate(
+        self,
+        aggregation: &AggregationConfig,
+        notifiers: &[NotifierConfig],
+    ) -> Result<AlertRule, Invalid> {
+        let metric = Glob::new(self.metric.get_ref()).map_err(|e| Invalid::at(&self.metric, e))?;
+        let stat = match (&self.stat, self.op) {
+            (Some(stat), _) => {
+                if !is_known_stat(
+                    stat.get_ref(),
+                    &aggregation.distribution,
+                    &aggregation.histograms,
+                ) {
+                    return Err(Invalid::at(
+                        stat,
+                        format!(
+                            "unknown stat {:?}: use a figure of the record (count, rate, value, mean, upper_99, ...) for the configured percentiles and bins",
+                            stat.get_ref()
+                        ),
+                    ));
+                }
+                stat.get_ref().clone()
+            }
+            (None, Op::Absent) => String::new(),
+            (None, _) => {
+                return Err(Invalid::at(
+                    &self.name,
+                    "alert needs a `stat` (or op = \"absent\")",
+                ));
+            }
+        };
+        let threshold = match (self.threshold, self.op) {
+            (Some(t), _) if t.is_finite() => t,
+            (None, Op::Absent) => 0.0,
+            _ => {
+                return Err(Invalid::at(
+                    &self.name,
+                    "alert needs a finite `threshold` (or op = \"absent\")",
+                ));
+            }
+        };
+        if *self.for_flushes.get_ref() == 0 {
+            return Err(Invalid::at(&self.for_flushes, "`for` must be at least 1"));
+        }
+        let mut notify = Vec::with_capacity(self.notify.len());
+        for target in &self.notify {
+            let name = target.get_ref();
+            if name == "log" {
+                notify.push(Target::Log);
+            } else if let Some(at) = notifiers.iter().position(|n| &n.name == name) {
+                notify.push(Target::Webhook(at));
+            } else {
+                return Err(Invalid::at(
+                    target,
+                    format!(
+                        "unknown notifier {name:?}: use \"log\" or the name of a [[notifiers]] entry"
+                    ),
+                ));
+            }
+        }
+        Ok(AlertRule {
+            name: self.name.into_inner(),
+            metric,
+            tags: self.tags.into_iter().collect(),
+            stat,
+            op: self.op,
+            threshold,
+            for_flushes: self.for_flushes.into_inner(),
+            severity: self.severity,
+            notify,
+            repeat_interval: self
+                .repeat_interval_ms
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
         })
     }
 }
@@ -442,8 +660,8 @@ fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
             .find('}')
             .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
         let name = &after[..end];
-        let value = lookup(name)
-            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        let value =
+            lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -579,10 +797,113 @@ mod tests {
     #[test]
     fn env_variables_expand_in_place() {
         let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
-        assert_eq!(expand_with("Bearer ${TOKEN}!", lookup).as_deref(), Ok("Bearer s3cret!"));
+        assert_eq!(
+            expand_with("Bearer ${TOKEN}!", lookup).as_deref(),
+            Ok("Bearer s3cret!")
+        );
         assert_eq!(expand_with("cost $5", lookup).as_deref(), Ok("cost $5"));
-        assert!(expand_with("${MISSING}", lookup).unwrap_err().contains("MISSING"));
+        assert!(
+            expand_with("${MISSING}", lookup)
+                .unwrap_err()
+                .contains("MISSING")
+        );
         assert!(expand_with("${TOKEN", lookup).is_err());
+    }
+
+    fn error_at(text: &str) -> (usize, usize, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            }) => (line, column, message),
+            other => panic!("expected a content error, got {other:?}"),
+        }
+    }
+
+    const RULE: &str = "[[alerts]]\nname = \"r\"\nmetric = \"api.*\"\n";
+
+    #[test]
+    fn alert_with_unknown_stat_is_an_error_at_the_stat() {
+        let (line, column, message) = error_at(&format!(
+            "{RULE}stat = \"p99\"\nop = \">\"\nthreshold = 1\n"
+        ));
+        assert_eq!((line, column), (4, 8));
+        assert!(message.contains("unknown stat \"p99\""), "{message}");
+    }
+
+    #[test]
+    fn alert_stats_follow_configured_percentiles_and_bins() {
+        let text = "[aggregation]\npercentiles = [99.9]\n[[aggregation.histograms]]\nmetric = \"a\"\nbins = [5]\n\
+                    [[alerts]]\nname = \"a\"\nmetric = \"x\"\nstat = \"upper_99_9\"\nop = \">\"\nthreshold = 1\n\
+                    [[alerts]]\nname = \"b\"\nmetric = \"x\"\nstat = \"bin_5\"\nop = \">\"\nthreshold = 1\n";
+        let config = parse(text).expect("valid");
+        assert_eq!(config.alerts.len(), 2);
+        // Without 90 among the percentiles, upper_90 names no figure.
+        let (line, column, _) = error_at(&format!(
+            "{RULE}stat = \"upper_90\"\nop = \">\"\nthreshold = 1\n[aggregation]\npercentiles = [99]\n"
+        ));
+        assert_eq!((line, column), (4, 8));
+    }
+
+    #[test]
+    fn alert_with_unknown_notifier_or_bad_op_or_empty_glob_is_an_error() {
+        let (line, column, message) = error_at(&format!(
+            "{RULE}stat = \"count\"\nop = \">\"\nthreshold = 1\nnotify = [\"log\", \"pager\"]\n"
+        ));
+        assert_eq!((line, column), (7, 18));
+        assert!(message.contains("unknown notifier \"pager\""), "{message}");
+        let (line, _, message) = error_at(&format!(
+            "{RULE}stat = \"count\"\nop = \"=>\"\nthreshold = 1\n"
+        ));
+        assert_eq!(line, 5);
+        assert!(message.contains("unknown variant"), "{message}");
+        let (line, column, _) =
+            error_at("[[alerts]]\nname = \"r\"\nmetric = \"\"\nop = \"absent\"\n");
+        assert_eq!((line, column), (3, 10));
+    }
+
+    #[test]
+    fn alert_without_threshold_is_an_error_unless_absent() {
+        let (line, _, message) = error_at(&format!("{RULE}stat = \"count\"\nop = \">\"\n"));
+        assert_eq!(line, 2);
+        assert!(message.contains("threshold"), "{message}");
+        let config = parse(&format!(
+            "{RULE}op = \"absent\"\nfor = 2\nrepeat_interval_ms = 60000\n"
+        ))
+        .expect("valid");
+        assert_eq!(config.alerts[0].for_flushes, 2);
+        assert_eq!(
+            config.alerts[0].repeat_interval,
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn webhook_notifiers_resolve_and_expand_headers() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("TALLYD_CONFIG_TEST_TOKEN", "abc") };
+        let text = format!(
+            "[[notifiers]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+             headers = {{ Authorization = \"Bearer ${{TALLYD_CONFIG_TEST_TOKEN}}\" }}\nformat = \"slack\"\n\
+             {RULE}stat = \"count\"\nop = \">\"\nthreshold = 1\nnotify = [\"ops\", \"log\"]\n"
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(
+            config.notifiers[0].headers,
+            vec![("Authorization".to_string(), "Bearer abc".to_string())]
+        );
+        assert_eq!(config.notifiers[0].format, WebhookFormat::Slack);
+        assert_eq!(
+            config.alerts[0].notify,
+            vec![Target::Webhook(0), Target::Log]
+        );
+        let (line, _, message) = error_at(
+            "[[notifiers]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"http://h\"\nheaders = { A = \"${TALLYD_SURELY_UNSET_VAR}\" }\n",
+        );
+        assert_eq!(line, 5);
+        assert!(message.contains("TALLYD_SURELY_UNSET_VAR"), "{message}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::aggregate::distribution::{DistFigures, DistributionConfig};
 use crate::aggregate::{Control, RawData, RawMetric, ShardSnapshot};
+use crate::alert::Alerter;
 use crate::backend::BackendHandle;
 use crate::config::Config;
 use crate::record::{Figures, Metric, Record};
@@ -32,13 +33,15 @@ pub struct Flusher {
     backends: Vec<BackendHandle>,
     telemetry: Arc<Telemetry>,
     distribution: Arc<DistributionConfig>,
+    alerter: Option<Alerter>,
 }
 
 impl Flusher {
-    /// A flusher over the shards' control queues and the backends.
+    /// A flusher over the shards' control queues, the alert rules and the backends.
     pub fn new(
         config: Arc<Config>,
         shards: Vec<Sender<Control>>,
+        alerter: Alerter,
         backends: Vec<BackendHandle>,
         telemetry: Arc<Telemetry>,
     ) -> Flusher {
@@ -49,6 +52,7 @@ impl Flusher {
             backends,
             telemetry,
             distribution,
+            alerter: Some(alerter),
         }
     }
 
@@ -99,6 +103,9 @@ impl Flusher {
         for backend in std::mem::take(&mut self.backends) {
             backend.close(deadline);
         }
+        if let Some(alerter) = self.alerter.take() {
+            alerter.close(deadline);
+        }
     }
 
     /// Collects one snapshot from every shard and sends the record to every backend.
@@ -106,6 +113,9 @@ impl Flusher {
         let started = Instant::now();
         let snapshots = self.collect(last);
         let mut record = self.build(snapshots);
+        if let Some(alerter) = self.alerter.as_mut() {
+            alerter.evaluate(&mut record);
+        }
         record.internal = self.telemetry.take_interval();
         record.internal.flush_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let record = Arc::new(record);

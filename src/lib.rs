@@ -6,16 +6,19 @@
 //! - [`aggregate`]: shard threads owning the series and their interval state.
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
 //! - [`record`]: the flush record and its JSON shape.
+//! - [`alert`]: alert rules evaluated against each record, and their notifiers.
 //! - [`backend`]: where records go: console, JSON Lines file, and a capture for tests.
 //! - [`telemetry`]: the agent's own counters, read into each record's `internal`.
 //! - [`app`]: wiring and the shutdown order.
 
 pub mod aggregate;
+pub mod alert;
 pub mod app;
 pub mod backend;
 pub mod config;
 pub mod flush;
 pub mod glob;
+pub mod http;
 pub mod protocol;
 pub mod record;
 pub mod server;

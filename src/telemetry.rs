@@ -20,6 +20,7 @@ pub struct Telemetry {
     dropped_events: AtomicU64,
     dropped_records: AtomicU64,
     backend_errors: AtomicU64,
+    notifier_errors: AtomicU64,
     /// Live series across all shards; shards use it to enforce `max_series`.
     series: AtomicU64,
     /// Lines received since start, never reset: lets tests and tools wait for delivery.
@@ -57,6 +58,8 @@ pub struct Internal {
     /// Records a backend's full queue made it skip.
     pub dropped_records: u64,
     pub backend_errors: u64,
+    /// Alert events a webhook could not queue or deliver.
+    pub notifier_errors: u64,
     pub series: u64,
     pub flush_duration_ms: f64,
 }
@@ -120,6 +123,11 @@ impl Telemetry {
         self.dropped_records.fetch_add(1, Relaxed);
     }
 
+    /// Counts an alert event a notifier could not queue or deliver.
+    pub fn notifier_error(&self) {
+        self.notifier_errors.fetch_add(1, Relaxed);
+    }
+
     /// Counts a backend failure.
     pub fn backend_error(&self) {
         self.backend_errors.fetch_add(1, Relaxed);
@@ -145,6 +153,7 @@ impl Telemetry {
             dropped_events: self.dropped_events.swap(0, Relaxed),
             dropped_records: self.dropped_records.swap(0, Relaxed),
             backend_errors: self.backend_errors.swap(0, Relaxed),
+            notifier_errors: self.notifier_errors.swap(0, Relaxed),
             series: self.series.load(Relaxed),
             flush_duration_ms: 0.0,
         }

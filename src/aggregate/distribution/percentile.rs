@@ -39,7 +39,7 @@ impl Percentile {
     }
 
     /// The figure names in record order: count, mean, bound, sum, sum_squares.
-    pub(super) fn names(&self) -> &[String; 5] {
+    pub fn names(&self) -> &[String; 5] {
         &self.names
     }
 

@@ -1,0 +1,208 @@
+//! Rule evaluation: which rules apply to a series is worked out once, when the series first
+//! appears (exact names through a map, globs and tags once), and cached while the series
+//! lives; each flush then costs one lookup per series. State is kept only for (rule, series)
+//! pairs whose condition holds or that are firing.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rustc_hash::FxBuildHasher;
+
+use super::notifier::Notifiers;
+use super::rule::{AlertRule, Op};
+use crate::aggregate::SeriesKey;
+use crate::record::{AlertEvent, Metric, Record};
+
+/// The state of one (rule, series) pair.
+#[derive(Debug, Clone, Copy)]
+struct PairState {
+    /// Consecutive flushes the condition has held.
+    holding: u32,
+    firing: bool,
+    /// Unix seconds when it started firing.
+    since: u64,
+    /// The flush number of the last firing event (first or reminder).
+    last_sent: u64,
+    /// The flush number when the pair was last evaluated.
+    seen: u64,
+}
+
+/// Evaluates the rules against each record and notifies.
+pub struct Alerter {
+    rules: Vec<AlertRule>,
+    /// Rules with an exact metric name, by that name.
+    exact: HashMap<String, Vec<u32>>,
+    /// Rules with a `*` pattern.
+    globs: Vec<u32>,
+    /// The rules that apply to each live series.
+    matches: HashMap<SeriesKey, Box<[u32]>, FxBuildHasher>,
+    states: HashMap<(u32, SeriesKey), PairState, FxBuildHasher>,
+    flushes: u64,
+    interval_ms: u128,
+    notifiers: Notifiers,
+}
+
+impl Alerter {
+    /// An alerter for `rules`; `interval_ms` is the flush interval, which `repeat_interval`
+    /// is measured in.
+    pub fn new(rules: Vec<AlertRule>, interval_ms: u128, notifiers: Notifiers) -> Alerter {
+        let mut exact: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut globs = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.metric.is_exact() {
+                exact
+                    .entry(rule.metric.as_str().to_string())
+                    .or_default()
+                    .push(i as u32);
+            } else {
+                globs.push(i as u32);
+            }
+        }
+        Alerter {
+            rules,
+            exact,
+            globs,
+            matches: HashMap::default(),
+            states: HashMap::default(),
+            flushes: 0,
+            interval_ms,
+            notifiers,
+        }
+    }
+
+    /// Evaluates every rule against `record`, appends the events to `record.alerts` and hands
+    /// them to the rules' notifiers.
+    pub fn evaluate(&mut self, record: &mut Record) {
+        if self.rules.is_empty() {
+            return;
+        }
+        self.flushes += 1;
+        let mut events = Vec::new();
+        let mut matches = HashMap::with_capacity_and_hasher(self.matches.len(), FxBuildHasher);
+        for metric in &record.metrics {
+            let rules = match self.matches.remove(&metric.key) {
+                Some(rules) => rules,
+                None => self.rules_for(&metric.key),
+            };
+            for &r in rules.iter() {
+                let (holds, value) = self.condition(r, Some(metric), record);
+                self.step(r, &metric.key, holds, value, record.timestamp, &mut events);
+            }
+            matches.insert(metric.key.clone(), rules);
+        }
+        self.matches = matches;
+        // Pairs whose series is gone from the record (expired, or over max_series).
+        let gone: Vec<(u32, SeriesKey)> = self
+            .states
+            .iter()
+            .filter(|(_, state)| state.seen != self.flushes)
+            .map(|(pair, _)| pair.clone())
+            .collect();
+        for (r, key) in gone {
+            let (holds, value) = self.condition(r, None, record);
+            self.step(r, &key, holds, value, record.timestamp, &mut events);
+        }
+        for event in &events {
+            if let Some(rule) = self.rules.iter().find(|rule| rule.name == event.rule) {
+                self.notifiers.notify(rule, event);
+            }
+        }
+        record.alerts.extend(events);
+    }
+
+    /// Closes the notifiers, giving webhooks until `deadline` to deliver what they hold.
+    pub fn close(self, deadline: Instant) {
+        self.notifiers.close(deadline);
+    }
+
+    fn rules_for(&self, key: &SeriesKey) -> Box<[u32]> {
+        let exact = self.exact.get(key.name()).into_iter().flatten();
+        let mut rules: Vec<u32> = exact
+            .chain(self.globs.iter())
+            .copied()
+            .filter(|&r| self.rules[r as usize].matches(key))
+            .collect();
+        rules.sort_unstable();
+        rules.into_boxed_slice()
+    }
+
+    /// Whether rule `r` holds for a series (`None`: gone from the record), and the value.
+    fn condition(&self, r: u32, metric: Option<&Metric>, record: &Record) -> (bool, Option<f64>) {
+        let rule = &self.rules[r as usize];
+        let value = metric.and_then(|m| m.figure(&record.distribution, &rule.stat));
+        let holds = match rule.op {
+            Op::Absent => metric.is_none_or(|m| !m.active),
+            op => value.is_some_and(|v| op.holds(v, rule.threshold)),
+        };
+        (holds, value)
+    }
+
+    fn step(
+        &mut self,
+        r: u32,
+        key: &SeriesKey,
+        holds: bool,
+        value: Option<f64>,
+        now: u64,
+        events: &mut Vec<AlertEvent>,
+    ) {
+        let rule = &self.rules[r as usize];
+        let pair = (r, key.clone());
+        if !holds {
+            if let Some(state) = self.states.remove(&pair)
+                && state.firing
+            {
+                events.push(event(rule, key, "resolved", value, state.since));
+            }
+            return;
+        }
+        let flushes = self.flushes;
+        let state = self.states.entry(pair).or_insert(PairState {
+            holding: 0,
+            firing: false,
+            since: now,
+            last_sent: flushes,
+            seen: flushes,
+        });
+        state.seen = flushes;
+        state.holding = state.holding.saturating_add(1);
+        if !state.firing {
+            if state.holding >= rule.for_flushes {
+                state.firing = true;
+                state.since = now;
+                state.last_sent = flushes;
+                events.push(event(rule, key, "firing", value, now));
+            }
+        } else if let Some(repeat) = rule.repeat_interval {
+            let elapsed_ms = u128::from(flushes - state.last_sent) * self.interval_ms;
+            if elapsed_ms >= repeat.as_millis() {
+                state.last_sent = flushes;
+                events.push(event(rule, key, "firing", value, state.since));
+            }
+        }
+    }
+}
+
+fn event(
+    rule: &AlertRule,
+    key: &SeriesKey,
+    state: &str,
+    value: Option<f64>,
+    since: u64,
+) -> AlertEvent {
+    AlertEvent {
+        rule: rule.name.clone(),
+        severity: rule.severity.as_str().to_string(),
+        state: state.to_string(),
+        name: key.name().to_string(),
+        tags: key
+            .tags()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        stat: rule.stat.clone(),
+        op: rule.op.as_str().to_string(),
+        threshold: rule.threshold,
+        value,
+        since,
+    }
+}

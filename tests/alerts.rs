@@ -1,0 +1,215 @@
+//! Alert rules end to end: samples over UDP, flushes by hand, events read from the record.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn rule(name: &str, body: &str) -> String {
+    format!("[[alerts]]\nname = \"{name}\"\nnotify = [\"log\"]\n{body}\n")
+}
+
+/// The test config with alert rules appended (they must come after every other table).
+async fn start_with(aggregation: &str, rules: &[String]) -> Agent {
+    let mut toml = base(aggregation);
+    for r in rules {
+        toml.push_str(r);
+    }
+    start(&toml).await
+}
+
+/// Sends datagrams, waits for them, flushes, returns the record's alert events.
+async fn step(agent: &Agent, sent: &mut u64, datagrams: &[&str]) -> Vec<Value> {
+    agent.send(datagrams);
+    *sent += datagrams
+        .iter()
+        .map(|d| d.lines().count() as u64)
+        .sum::<u64>();
+    agent.wait_lines(*sent).await;
+    let record = agent.flush().await;
+    record["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+fn states(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["rule"].as_str().unwrap_or("").to_string(),
+                e["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operator_fires_and_resolves_once() {
+    let ops = [
+        (">", 5.0),
+        (">=", 5.0),
+        ("<", 5.0),
+        ("<=", 5.0),
+        ("==", 5.0),
+        ("!=", 5.0),
+    ];
+    let rules: Vec<String> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, (op, t))| {
+            rule(
+                &format!("r{i}"),
+                &format!("metric = \"g\"\nstat = \"value\"\nop = \"{op}\"\nthreshold = {t}"),
+            )
+        })
+        .collect();
+    let agent = start_with("", &rules).await;
+    let mut sent = 0;
+    // value 5: >= <= == hold.
+    let e = states(&step(&agent, &mut sent, &["g:5|g"]).await);
+    assert_eq!(
+        e,
+        vec![
+            ("r1".into(), "firing".into()),
+            ("r3".into(), "firing".into()),
+            ("r4".into(), "firing".into())
+        ]
+    );
+    // value 6: > >= != hold; <= and == resolve.
+    let e = states(&step(&agent, &mut sent, &["g:6|g"]).await);
+    let mut e = e;
+    e.sort();
+    assert_eq!(
+        e,
+        vec![
+            ("r0".into(), "firing".into()),
+            ("r3".into(), "resolved".into()),
+            ("r4".into(), "resolved".into()),
+            ("r5".into(), "firing".into()),
+        ]
+    );
+    // value 6 again: nothing changes, nothing is sent.
+    assert!(step(&agent, &mut sent, &["g:6|g"]).await.is_empty());
+    // value 4: < <= != hold.
+    let mut e = states(&step(&agent, &mut sent, &["g:4|g"]).await);
+    e.sort();
+    assert_eq!(
+        e,
+        vec![
+            ("r0".into(), "resolved".into()),
+            ("r1".into(), "resolved".into()),
+            ("r2".into(), "firing".into()),
+            ("r3".into(), "firing".into()),
+        ]
+    );
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_event_carries_the_spec_fields() {
+    let rules = [rule(
+        "slow-api",
+        "metric = \"api.*\"\ntags = { env = \"prod\" }\nstat = \"upper_90\"\nop = \">\"\nthreshold = 25\nseverity = \"critical\"",
+    )];
+    let agent = start_with("", &rules).await;
+    let mut sent = 0;
+    let events = step(
+        &agent,
+        &mut sent,
+        &["api.latency:10:20:30|ms|#env:prod\napi.other:99|ms|#env:dev"],
+    )
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    let since = event["since"].as_u64().expect("since");
+    assert_eq!(
+        event,
+        &json!({"rule": "slow-api", "severity": "critical", "state": "firing", "name": "api.latency",
+                "tags": {"env": "prod"}, "stat": "upper_90", "op": ">", "threshold": 25.0,
+                "value": 30.0, "since": since})
+    );
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_requires_consecutive_flushes_and_a_break_restarts_the_count() {
+    let rules = [rule(
+        "busy",
+        "metric = \"q\"\nstat = \"value\"\nop = \">\"\nthreshold = 10\nfor = 3",
+    )];
+    let agent = start_with("", &rules).await;
+    let mut sent = 0;
+    assert!(step(&agent, &mut sent, &["q:11|g"]).await.is_empty());
+    assert!(step(&agent, &mut sent, &["q:12|g"]).await.is_empty());
+    assert!(
+        step(&agent, &mut sent, &["q:1|g"]).await.is_empty(),
+        "the break resets the count"
+    );
+    assert!(step(&agent, &mut sent, &["q:11|g"]).await.is_empty());
+    assert!(step(&agent, &mut sent, &["q:11|g"]).await.is_empty());
+    let events = step(&agent, &mut sent, &["q:11|g"]).await;
+    assert_eq!(states(&events), vec![("busy".into(), "firing".into())]);
+    let events = step(&agent, &mut sent, &["q:0|g"]).await;
+    assert_eq!(states(&events), vec![("busy".into(), "resolved".into())]);
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_fires_for_idle_and_expired_series_and_resolves_on_a_sample() {
+    // 60 s flushes, ttl 120 s: the series is idle for one flush, then expired.
+    let rules = [rule("gone", "metric = \"heartbeat\"\nop = \"absent\"")];
+    let agent = start_with("series_ttl_ms = 120000", &rules).await;
+    let mut sent = 0;
+    assert!(step(&agent, &mut sent, &["heartbeat:1|c"]).await.is_empty());
+    let events = step(&agent, &mut sent, &[]).await;
+    assert_eq!(states(&events), vec![("gone".into(), "firing".into())]);
+    assert_eq!(events[0]["value"], Value::Null);
+    assert!(
+        step(&agent, &mut sent, &[]).await.is_empty(),
+        "expired now, still absent, no repeat"
+    );
+    let events = step(&agent, &mut sent, &["heartbeat:1|c"]).await;
+    assert_eq!(states(&events), vec![("gone".into(), "resolved".into())]);
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_interval_sends_reminders_while_firing() {
+    // 60 s flushes, reminders every 120 s: every second flush.
+    let rules = [rule(
+        "hot",
+        "metric = \"t\"\nstat = \"value\"\nop = \">\"\nthreshold = 0\nrepeat_interval_ms = 120000",
+    )];
+    let agent = start_with("", &rules).await;
+    let mut sent = 0;
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        counts.push(step(&agent, &mut sent, &["t:1|g"]).await.len());
+    }
+    assert_eq!(counts, vec![1, 0, 1, 0, 1]);
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn globs_and_tags_select_series_and_each_series_has_its_own_state() {
+    let rules = [rule(
+        "errors",
+        "metric = \"*.errors\"\ntags = { env = \"prod\" }\nstat = \"count\"\nop = \">=\"\nthreshold = 1",
+    )];
+    let agent = start_with("", &rules).await;
+    let mut sent = 0;
+    let events = step(
+        &agent,
+        &mut sent,
+        &["api.errors:1|c|#env:prod\ndb.errors:2|c|#env:prod,region:eu\nweb.errors:5|c|#env:dev\napi.errors.total:9|c|#env:prod"],
+    )
+    .await;
+    let mut names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["api.errors", "db.errors"]);
+    // Only db.errors keeps erroring: api.errors resolves alone.
+    let events = step(&agent, &mut sent, &["db.errors:1|c|#env:prod,region:eu"]).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["name"], "api.errors");
+    assert_eq!(events[0]["state"], "resolved");
+    agent.running.shutdown().await;
+}
