@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tallyd::aggregate::{Batch, KeyEncoder, Shard};
+use tallyd::aggregate::{Batch, KeyEncoder, Shard, detached_queue};
 use tallyd::config::Config;
 use tallyd::server::Router;
 use tallyd::telemetry::Telemetry;
@@ -13,9 +13,13 @@ const SERIES: usize = 1000;
 const LINES: usize = 20_000;
 
 fn batches(kind: &str) -> Vec<Batch> {
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (queue, rx) = detached_queue();
     let telemetry = Arc::new(Telemetry::default());
-    let mut router = Router::new(KeyEncoder::new(Arc::from(Vec::new())), vec![tx], telemetry);
+    let mut router = Router::new(
+        KeyEncoder::new(Arc::from(Vec::new())),
+        vec![queue],
+        telemetry,
+    );
     let mut packet = String::new();
     for i in 0..LINES {
         packet.push_str(&format!(

@@ -573,6 +573,17 @@ impl RawAggregation {
             .iter()
             .map(|p| Percentile::new(*p.get_ref()).map_err(|e| Invalid::at(p, e)))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, p) in self.percentiles.iter().enumerate() {
+            if self.percentiles[..i]
+                .iter()
+                .any(|q| q.get_ref() == p.get_ref())
+            {
+                return Err(Invalid::at(
+                    p,
+                    format!("percentile {} is listed twice", p.get_ref()),
+                ));
+            }
+        }
         let mut global_tags = Vec::with_capacity(self.global_tags.len());
         for (key, value) in self.global_tags {
             if key.is_empty() || has_control(&key) || has_control(value.get_ref()) {
@@ -904,6 +915,13 @@ mod tests {
         );
         assert_eq!(line, 5);
         assert!(message.contains("TALLYD_SURELY_UNSET_VAR"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_percentiles_are_rejected() {
+        let (line, column, message) = error_at("[aggregation]\npercentiles = [90, 99, 90.0]\n");
+        assert_eq!((line, column), (2, 24));
+        assert!(message.contains("twice"), "{message}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Flusher {
         loop {
             match commands.recv_deadline(next) {
                 Err(RecvTimeoutError::Timeout) => {
-                    self.flush(false);
+                    self.flush(None);
                     next += interval;
                     let now = Instant::now();
                     if next <= now {
@@ -81,7 +81,7 @@ impl Flusher {
                     }
                 }
                 Ok(Command::Now(done)) => {
-                    self.flush(false);
+                    self.flush(None);
                     let _ = done.send(());
                 }
                 Ok(Command::Final(done)) => {
@@ -98,8 +98,8 @@ impl Flusher {
     }
 
     fn finish(&mut self) {
-        self.flush(true);
         let deadline = Instant::now() + self.config.server.shutdown_timeout;
+        self.flush(Some(deadline));
         for backend in std::mem::take(&mut self.backends) {
             backend.close(deadline);
         }
@@ -108,10 +108,12 @@ impl Flusher {
         }
     }
 
-    /// Collects one snapshot from every shard and sends the record to every backend.
-    fn flush(&mut self, last: bool) {
+    /// Collects one snapshot from every shard and sends the record to every backend. The
+    /// final flush (`last` = the shutdown deadline) waits for room in a full backend queue
+    /// until the deadline instead of skipping the record.
+    fn flush(&mut self, last: Option<Instant>) {
         let started = Instant::now();
-        let snapshots = self.collect(last);
+        let snapshots = self.collect(last.is_some());
         let mut record = self.build(snapshots);
         if let Some(alerter) = self.alerter.as_mut() {
             alerter.evaluate(&mut record);
@@ -120,7 +122,10 @@ impl Flusher {
         record.internal.flush_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let record = Arc::new(record);
         for backend in &self.backends {
-            backend.send(record.clone(), &self.telemetry);
+            match last {
+                None => backend.send(record.clone(), &self.telemetry),
+                Some(deadline) => backend.send_final(record.clone(), deadline),
+            }
         }
     }
 

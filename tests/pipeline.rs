@@ -238,3 +238,54 @@ async fn reuseport_sockets_share_one_address_and_lose_nothing() {
     assert_close(fig(metric(&record, "spread", "counter"), "count"), 60.0);
     assert_close(fig(metric(&record, "spread.lat", "timer"), "count"), 60.0);
 }
+
+/// A backend that takes its time, so its 4-record queue fills.
+struct SlowBackend {
+    tx: crossbeam_channel::Sender<serde_json::Value>,
+}
+
+impl tallyd::backend::Backend for SlowBackend {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    fn write(
+        &mut self,
+        record: &tallyd::record::Record,
+    ) -> Result<(), tallyd::backend::BackendError> {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let _ = self
+            .tx
+            .send(serde_json::to_value(record).unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_record_waits_for_room_in_a_full_backend_queue() {
+    let (tx, slow_rx) = crossbeam_channel::unbounded();
+    let running = tallyd::app::start(config(&base("")), vec![Box::new(SlowBackend { tx })])
+        .await
+        .expect("starts");
+    // Eight quick flushes overrun the slow backend's queue: some are skipped (and counted).
+    for _ in 0..8 {
+        running.flush_now().await;
+    }
+    send_udp(running.udp_addrs()[0], &["marker:1|c"]);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while running.telemetry().lines_total() < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    running.shutdown().await;
+    let records: Vec<serde_json::Value> = slow_rx.try_iter().collect();
+    let last = records.last().expect("records");
+    assert!(
+        find(last, "marker", "counter", &json!({})).is_some(),
+        "the final record reached the slow backend"
+    );
+    assert!(
+        records.len() < 9,
+        "the queue did overflow before the final flush"
+    );
+}

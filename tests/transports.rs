@@ -86,3 +86,40 @@ async fn unix_datagrams_are_received_and_the_socket_file_is_removed() {
     assert_eq!(record["internal"]["packets_received"], 2);
     assert!(!path.exists(), "socket file removed on stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_unix_datagram_keeps_its_whole_lines_and_counts_the_cut_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cut.sock");
+    let toml = format!(
+        "backends = []\n[server]\nudp = []\nunix = [{:?}]\nmax_datagram_bytes = 64\n",
+        path.display().to_string()
+    );
+    let agent = start(&toml).await;
+    let client = UnixDatagram::unbound().expect("client");
+    // 70 bytes: the second line is cut at byte 64 (`...|#env:prod` would read `...|#env:p`).
+    let datagram = format!("whole:1|c\n{}:1|c|#env:production", "n".repeat(40));
+    assert!(datagram.len() > 64);
+    client.send_to(datagram.as_bytes(), &path).expect("send");
+    agent.wait_lines(2).await;
+    let record = agent.finish().await;
+    assert_close(fig(metric(&record, "whole", "counter"), "count"), 1.0);
+    assert_eq!(record["metrics"].as_array().map(Vec::len), Some(1));
+    assert_eq!(record["internal"]["bad_lines"]["too_long"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unterminated_tcp_line_at_shutdown_is_dropped_and_counted() {
+    let toml = "backends = []\n[server]\nudp = []\ntcp = [\"127.0.0.1:0\"]\n";
+    let agent = start(toml).await;
+    let mut stream = TcpStream::connect(agent.running.tcp_addrs()[0]).expect("connect");
+    stream.write_all(b"done:1|c\n").expect("write");
+    agent.wait_lines(1).await;
+    // Possibly cut mid-line (`@0.25` read as `@0.2`): not guessed at.
+    stream.write_all(b"cut:1|ms|@0.2").expect("write");
+    let record = agent.finish().await;
+    assert_close(fig(metric(&record, "done", "counter"), "count"), 1.0);
+    assert!(find(&record, "cut", "timer", &serde_json::json!({})).is_none());
+    assert_eq!(record["internal"]["dropped_lines"], 1);
+    drop(stream);
+}

@@ -39,6 +39,13 @@ impl Batch {
         self.samples.is_empty() && self.events.is_empty()
     }
 
+    /// Roughly the memory the batch holds, for the queue's byte bound.
+    pub fn weight(&self) -> usize {
+        self.arena.capacity()
+            + self.samples.capacity() * std::mem::size_of::<BatchSample>()
+            + self.events.len() * 256
+    }
+
     /// Appends the bytes of a set member and returns their range.
     pub fn push_member(&mut self, text: &str) -> (u32, u32) {
         let start = self.arena.len();

@@ -88,6 +88,8 @@ pub struct Shard {
     telemetry: Arc<Telemetry>,
     member_hasher: MemberHasher,
     flushes: u64,
+    /// The queue's byte count, given back as batches are taken off it.
+    queue_bytes: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Shard {
@@ -100,7 +102,14 @@ impl Shard {
             telemetry,
             member_hasher: MemberHasher::default(),
             flushes: 0,
+            queue_bytes: None,
         }
+    }
+
+    /// Gives the weight of each batch taken off the queue back to `bytes`.
+    pub fn with_queue_bytes(mut self, bytes: Arc<std::sync::atomic::AtomicUsize>) -> Shard {
+        self.queue_bytes = Some(bytes);
+        self
     }
 
     /// Serves the queue and the flusher's requests until the final flush.
@@ -146,6 +155,9 @@ impl Shard {
 
     /// Folds one batch into the series.
     pub fn add(&mut self, mut batch: Batch) {
+        if let Some(bytes) = &self.queue_bytes {
+            bytes.fetch_sub(batch.weight(), std::sync::atomic::Ordering::Relaxed);
+        }
         let room = MAX_EVENTS.saturating_sub(self.events.len());
         if batch.events.len() > room {
             let excess = batch.events.len() - room;

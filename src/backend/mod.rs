@@ -128,6 +128,13 @@ impl BackendHandle {
         }
     }
 
+    /// Queues the final record, waiting until `deadline` for room.
+    pub fn send_final(&self, record: Arc<Record>, deadline: Instant) {
+        if self.tx.send_deadline(record, deadline).is_err() {
+            tracing::error!(backend = %self.name, "final record not delivered: the backend's queue stayed full until the shutdown deadline");
+        }
+    }
+
     /// Closes the queue and waits (until `deadline`) for the backend to finish what it holds.
     pub fn close(self, deadline: Instant) {
         drop(self.tx);

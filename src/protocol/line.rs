@@ -263,10 +263,11 @@ fn parse_number(text: &str) -> Option<f64> {
     }
 }
 
-/// Reads the text after `@` as a sample rate, 0 < rate <= 1.
+/// Reads the text after `@` as a sample rate, 0 < rate <= 1 (and 1/rate finite).
 fn parse_rate(text: &str) -> Result<f64, ParseError> {
     parse_number(text)
-        .filter(|rate| *rate > 0.0 && *rate <= 1.0)
+        // A rate so small that 1/rate overflows would make every figure infinite.
+        .filter(|rate| *rate > 0.0 && *rate <= 1.0 && (1.0 / rate).is_finite())
         .ok_or(ParseError::InvalidSampleRate)
 }
 
@@ -667,6 +668,12 @@ mod tests {
         for line in ["x:1|c|@0", "x:1|c|@1.01", "x:1|c|@-0.5", "x:1|c|@1e-400"] {
             assert_eq!(reason(line), ParseError::InvalidSampleRate, "{line}");
         }
+    }
+
+    #[test]
+    fn rate_whose_inverse_overflows_is_invalid() {
+        assert_eq!(reason("x:1|c|@1e-320"), ParseError::InvalidSampleRate);
+        assert_eq!(parse("x:1|c|@1e-300").unwrap().samples[0].rate, 1e-300);
     }
 
     #[test]

@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, TrySendError};
-
-use crate::aggregate::{Batch, BatchSample, KeyEncoder, TaggedEvent};
+use crate::aggregate::{Batch, BatchSample, KeyEncoder, ShardQueue, TaggedEvent};
 use crate::protocol::{MetricLine, Parsed, lines, parse_line};
 use crate::telemetry::{LocalCounts, Telemetry};
 
@@ -18,7 +16,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// Parses and routes lines for one receive thread or connection.
 pub struct Router {
     encoder: KeyEncoder,
-    shards: Vec<Sender<Batch>>,
+    shards: Vec<ShardQueue>,
     batches: Vec<Batch>,
     line: MetricLine<'static>,
     key: Vec<u8>,
@@ -29,11 +27,7 @@ pub struct Router {
 
 impl Router {
     /// A router over the shards' data queues.
-    pub fn new(
-        encoder: KeyEncoder,
-        shards: Vec<Sender<Batch>>,
-        telemetry: Arc<Telemetry>,
-    ) -> Router {
+    pub fn new(encoder: KeyEncoder, shards: Vec<ShardQueue>, telemetry: Arc<Telemetry>) -> Router {
         let batches = shards.iter().map(|_| Batch::default()).collect();
         Router {
             encoder,
@@ -69,6 +63,12 @@ impl Router {
     pub fn reject_line(&mut self, reason: crate::protocol::ParseError) {
         self.counts.lines += 1;
         self.counts.bad_line(reason);
+    }
+
+    /// Counts lines dropped before parsing for a reason other than their content.
+    pub fn drop_lines(&mut self, n: u64) {
+        self.counts.lines += n;
+        self.counts.dropped_lines += n;
     }
 
     /// Parses one line (without its `\n`) and queues its samples.
@@ -144,11 +144,8 @@ impl Router {
     fn send(&mut self, shard: usize) {
         let batch = std::mem::take(&mut self.batches[shard]);
         let lines = batch.lines;
-        match self.shards[shard].try_send(batch) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counts.dropped_lines += lines;
-            }
+        if self.shards[shard].try_send(batch).is_err() {
+            self.counts.dropped_lines += lines;
         }
     }
 }

@@ -94,11 +94,17 @@ impl Framer {
         }
     }
 
-    /// At the connection's end, the unterminated last line counts too.
-    fn finish(&mut self, router: &mut Router) {
+    /// At the connection's end: the unterminated last line counts when the peer closed the
+    /// stream; when the agent stops (or the connection breaks) it may be a cut line, so it is
+    /// dropped and counted in `dropped_lines` instead of being read with a wrong value.
+    fn finish(&mut self, router: &mut Router, peer_closed: bool) {
         self.complete_lines(router);
         if !self.discarding && !self.buf.is_empty() {
-            router.handle_packet(&self.buf);
+            if peer_closed {
+                router.handle_packet(&self.buf);
+            } else {
+                router.drop_lines(1);
+            }
         }
         self.buf.clear();
     }
@@ -111,11 +117,15 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut framer = Framer::new(max_line);
+    let mut peer_closed = false;
     loop {
         framer.buf.reserve(8 * 1024);
         tokio::select! {
             read = stream.read_buf(&mut framer.buf) => match read {
-                Ok(0) => break,
+                Ok(0) => {
+                    peer_closed = true;
+                    break;
+                }
                 Ok(_) => framer.complete_lines(&mut router),
                 Err(e) => {
                     tracing::debug!(error = %e, "TCP connection failed");
@@ -123,19 +133,19 @@ async fn connection(
                 }
             },
             _ = stopped(&mut stop) => {
-                drain(&stream, &mut framer, &mut router);
+                peer_closed = drain(&stream, &mut framer, &mut router);
                 break;
             }
         }
         router.flush();
     }
-    framer.finish(&mut router);
+    framer.finish(&mut router, peer_closed);
     router.flush();
 }
 
-/// Reads whatever the socket already holds without waiting. Reads the descriptor directly:
+/// Reads whatever the socket already holds without waiting; true when the peer had closed. Reads the descriptor directly:
 /// tokio's cached readiness may not yet know of bytes that arrived just before the stop.
-fn drain(stream: &TcpStream, framer: &mut Framer, router: &mut Router) {
+fn drain(stream: &TcpStream, framer: &mut Framer, router: &mut Router) -> bool {
     use std::io::Read;
     let socket = socket2::SockRef::from(stream);
     let deadline = std::time::Instant::now() + super::udp::DRAIN_LIMIT;
@@ -143,7 +153,7 @@ fn drain(stream: &TcpStream, framer: &mut Framer, router: &mut Router) {
     while std::time::Instant::now() < deadline {
         // The descriptor is non-blocking (tokio set it so): this never waits.
         match (&*socket).read(&mut chunk) {
-            Ok(0) => break,
+            Ok(0) => return true,
             Ok(n) => {
                 framer.buf.extend_from_slice(&chunk[..n]);
                 framer.complete_lines(router);
@@ -152,4 +162,5 @@ fn drain(stream: &TcpStream, framer: &mut Framer, router: &mut Router) {
             Err(_) => break,
         }
     }
+    false
 }

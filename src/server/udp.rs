@@ -120,7 +120,7 @@ fn is_transient(e: &io::Error) -> bool {
 }
 
 /// Handles a datagram; a truncated one keeps its complete lines and counts the cut one.
-fn handle(router: &mut Router, packet: &[u8], truncated: bool) {
+pub(super) fn handle(router: &mut Router, packet: &[u8], truncated: bool) {
     if !truncated {
         router.handle_packet(packet);
         return;

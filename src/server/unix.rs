@@ -53,6 +53,26 @@ pub fn spawn_unix(
         .spawn(move || run(socket, path, router, stop, max_datagram))
 }
 
+/// Receives one datagram; also says whether it was longer than `buf` (and so cut).
+fn recv_whole(socket: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    // With MSG_TRUNC the kernel returns the datagram's real length even when it is longer.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_TRUNC,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    Ok((n.min(buf.len()), n > buf.len()))
+}
+
 fn run(
     socket: UnixDatagram,
     path: PathBuf,
@@ -69,9 +89,9 @@ fn run(
                 break;
             }
         }
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                router.handle_packet(&buf[..n]);
+        match recv_whole(&socket, &mut buf) {
+            Ok((n, truncated)) => {
+                super::udp::handle(&mut router, &buf[..n], truncated);
                 router.flush();
             }
             Err(e)
