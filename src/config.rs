@@ -442,8 +442,8 @@ fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
             .find('}')
             .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
         let name = &after[..end];
-        let value = lookup(name)
-            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        let value =
+            lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -579,9 +579,16 @@ mod tests {
     #[test]
     fn env_variables_expand_in_place() {
         let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
-        assert_eq!(expand_with("Bearer ${TOKEN}!", lookup).as_deref(), Ok("Bearer s3cret!"));
+        assert_eq!(
+            expand_with("Bearer ${TOKEN}!", lookup).as_deref(),
+            Ok("Bearer s3cret!")
+        );
         assert_eq!(expand_with("cost $5", lookup).as_deref(), Ok("cost $5"));
-        assert!(expand_with("${MISSING}", lookup).unwrap_err().contains("MISSING"));
+        assert!(
+            expand_with("${MISSING}", lookup)
+                .unwrap_err()
+                .contains("MISSING")
+        );
         assert!(expand_with("${TOKEN", lookup).is_err());
     }
 
