@@ -7,6 +7,7 @@
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
 //! - [`record`]: the flush record and its JSON shape.
 //! - [`backend`]: where records go: console, JSON Lines file, and a capture for tests.
+//! - [`http`]: the one HTTP client the HTTP backend (and webhooks) post through.
 //! - [`telemetry`]: the agent's own counters, read into each record's `internal`.
 //! - [`app`]: wiring and the shutdown order.
 
@@ -16,6 +17,7 @@ pub mod backend;
 pub mod config;
 pub mod flush;
 pub mod glob;
+pub mod http;
 pub mod protocol;
 pub mod record;
 pub mod server;
