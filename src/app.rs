@@ -15,6 +15,7 @@ use crate::aggregate::{KeyEncoder, spawn_shards};
 use crate::backend::{self, Backend, BackendHandle};
 use crate::config::Config;
 use crate::flush::{Command, Flusher};
+use crate::http::HttpClient;
 use crate::server::{Router, tcp, udp, unix};
 use crate::telemetry::Telemetry;
 
@@ -68,9 +69,16 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let config = Arc::new(config);
     let telemetry = Arc::new(Telemetry::default());
 
+    // One HTTP client (one connection pool) for everything that posts.
+    let http = HttpClient::new();
+    let context = backend::BuildContext {
+        http: &http,
+        telemetry: &telemetry,
+        shutdown_timeout: config.server.shutdown_timeout,
+    };
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
     for backend_config in &config.backends {
-        backends.push(backend::build(backend_config)?);
+        backends.push(backend::build(backend_config, &context)?);
     }
     backends.extend(extra);
 
