@@ -71,9 +71,16 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let config = Arc::new(config);
     let telemetry = Arc::new(Telemetry::default());
 
+    // One HTTP client (one connection pool) for everything that posts.
+    let http = HttpClient::new();
+    let context = backend::BuildContext {
+        http: &http,
+        telemetry: &telemetry,
+        shutdown_timeout: config.server.shutdown_timeout,
+    };
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
     for backend_config in &config.backends {
-        backends.push(backend::build(backend_config)?);
+        backends.push(backend::build(backend_config, &context)?);
     }
     backends.extend(extra);
 
@@ -167,8 +174,8 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     for backend in backends {
         handles.push(BackendHandle::spawn(backend, telemetry.clone())?);
     }
-    let client = HttpClient::default();
-    let notifiers = Notifiers::start(&config.notifiers, &client, telemetry.clone())?;
+    // The webhook notifiers share the backends' HTTP client (and its connection pool).
+    let notifiers = Notifiers::start(&config.notifiers, &http, telemetry.clone())?;
     let interval_ms = config.aggregation.flush_interval.as_millis();
     let alerter = Alerter::new(config.alerts.clone(), interval_ms, notifiers);
     let (flush_tx, flush_rx) = crossbeam_channel::unbounded();

@@ -120,6 +120,7 @@ pub struct HistogramRule {
 pub enum BackendConfig {
     Console { json: bool },
     JsonFile(JsonFileConfig),
+    Http(HttpConfig),
 }
 
 impl BackendConfig {
@@ -128,6 +129,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Console { .. } => "console",
             BackendConfig::JsonFile(_) => "json_file",
+            BackendConfig::Http(_) => "http",
         }
     }
 }
@@ -138,6 +140,39 @@ pub struct JsonFileConfig {
     pub path: PathBuf,
     pub max_bytes: u64,
     pub keep: usize,
+}
+
+/// The HTTP push backend.
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// An http:// or https:// URL.
+    pub url: String,
+    /// For one whole request, connection to answer.
+    pub timeout: Duration,
+    /// Records waiting at most; beyond, the oldest is dropped. At least 1.
+    pub max_pending: usize,
+    pub gzip: bool,
+    /// Checked names and values, `${VAR}`s expanded.
+    pub headers: Vec<(String, String)>,
+    /// The first retry delay, doubled per failure up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl fmt::Debug for HttpConfig {
+    /// Header values may be secrets: only their names are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpConfig")
+            .field("url", &crate::http::display_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("max_pending", &self.max_pending)
+            .field("gzip", &self.gzip)
+            .field("header_names", &header_names)
+            .field("retry_initial", &self.retry_initial)
+            .field("retry_max", &self.retry_max)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -178,8 +213,33 @@ impl Config {
         };
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
-        raw.validate().map_err(|e| invalid(e.span, e.message))
+        raw.validate().map_err(|e| {
+            let span = e.span.or_else(|| key_span(text, &e.key));
+            invalid(span, e.message)
+        })
     }
+}
+
+/// The span of the value at a key path (`backends`, 1, `url`), or of the deepest table on
+/// it that the file has, for values that serde reads without spans (those inside the
+/// internally tagged `[[backends]]`).
+fn key_span(text: &str, path: &[Key]) -> Option<std::ops::Range<usize>> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let root = toml::de::DeValue::Table(root.into_inner());
+    let mut value = &root;
+    let mut span = None;
+    for key in path {
+        // A key the file leaves out (a default at fault): point at its table.
+        let Some(next) = (match key {
+            Key::Name(name) => value.get(name.as_str()),
+            Key::Index(i) => value.get(*i),
+        }) else {
+            break;
+        };
+        span = Some(next.span());
+        value = next.get_ref();
+    }
+    span
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -192,16 +252,44 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// A validation error with the span of the value at fault.
+/// A validation error with the span of the value at fault, or its key path.
 struct Invalid {
     span: Option<std::ops::Range<usize>>,
+    key: Vec<Key>,
     message: String,
+}
+
+/// One step of a key path.
+enum Key {
+    Name(String),
+    Index(usize),
 }
 
 impl Invalid {
     fn at<T>(value: &toml::Spanned<T>, message: impl fmt::Display) -> Invalid {
         Invalid {
             span: Some(value.span()),
+            key: Vec::new(),
+            message: message.to_string(),
+        }
+    }
+
+    /// At the value of backend `index`'s `key` (and below it, `sub`).
+    fn at_backend(
+        index: usize,
+        key: &str,
+        sub: Option<&str>,
+        message: impl fmt::Display,
+    ) -> Invalid {
+        let mut path = vec![
+            Key::Name("backends".into()),
+            Key::Index(index),
+            Key::Name(key.into()),
+        ];
+        path.extend(sub.map(|s| Key::Name(s.into())));
+        Invalid {
+            span: None,
+            key: path,
             message: message.to_string(),
         }
     }
@@ -369,6 +457,25 @@ enum RawBackend {
         #[serde(default = "default_keep")]
         keep: usize,
     },
+    Http(RawHttp),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    url: String,
+    #[serde(default = "default_http_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_max_pending")]
+    max_pending: usize,
+    #[serde(default)]
+    gzip: bool,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_retry_initial_ms")]
+    retry_initial_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    retry_max_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -387,13 +494,33 @@ fn default_keep() -> usize {
     5
 }
 
+fn default_http_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_max_pending() -> usize {
+    1_000
+}
+
+fn default_retry_initial_ms() -> u64 {
+    500
+}
+
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+
 // ---- validation: raw -> Config ----------------------------------------------------------------
 
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
         let backends = match self.backends {
             None => vec![BackendConfig::Console { json: false }],
-            Some(list) => list.into_iter().map(RawBackend::validate).collect(),
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, backend)| backend.validate(i))
+                .collect::<Result<_, _>>()?,
         };
         let aggregation = self.aggregation.validate()?;
         let notifiers = validate_notifiers(self.notifiers)?;
@@ -439,6 +566,7 @@ fn validate_notifiers(raw: Vec<RawNotifier>) -> Result<Vec<NotifierConfig>, Inva
         let mut headers = Vec::with_capacity(notifier.headers.len());
         for (key, value) in notifier.headers {
             let expanded = expand_env(value.get_ref()).map_err(|e| Invalid::at(&value, e))?;
+            crate::http::check_header(&key, &expanded).map_err(|e| Invalid::at(&value, e))?;
             headers.push((key, expanded));
         }
         notifiers.push(NotifierConfig {
@@ -634,8 +762,9 @@ impl RawHistogram {
 }
 
 impl RawBackend {
-    fn validate(self) -> BackendConfig {
-        match self {
+    /// `index`: the entry's place in `[[backends]]`, for error positions.
+    fn validate(self, index: usize) -> Result<BackendConfig, Invalid> {
+        Ok(match self {
             RawBackend::Console { format } => BackendConfig::Console {
                 json: format == ConsoleFormat::Json,
             },
@@ -648,7 +777,56 @@ impl RawBackend {
                 max_bytes,
                 keep,
             }),
+            RawBackend::Http(http) => BackendConfig::Http(http.validate(index)?),
+        })
+    }
+}
+
+impl RawHttp {
+    /// `index`: the entry's place in `[[backends]]`, for error positions.
+    fn validate(self, index: usize) -> Result<HttpConfig, Invalid> {
+        let RawHttp {
+            url,
+            timeout_ms,
+            max_pending,
+            gzip,
+            headers,
+            retry_initial_ms,
+            retry_max_ms,
+        } = self;
+        let at = |key: &str, message: String| Invalid::at_backend(index, key, None, message);
+        crate::http::check_url(&url).map_err(|e| at("url", e))?;
+        for (key, value) in [
+            ("timeout_ms", timeout_ms),
+            ("max_pending", max_pending as u64),
+            ("retry_initial_ms", retry_initial_ms),
+        ] {
+            if value == 0 {
+                return Err(at(key, format!("{key} must be at least 1")));
+            }
         }
+        if retry_max_ms < retry_initial_ms {
+            return Err(at(
+                "retry_max_ms",
+                "retry_max_ms must be at least retry_initial_ms".into(),
+            ));
+        }
+        let mut checked = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let at_header = |e| Invalid::at_backend(index, "headers", Some(&name), e);
+            let value = expand_env(&value).map_err(at_header)?;
+            crate::http::check_header(&name, &value).map_err(at_header)?;
+            checked.push((name, value));
+        }
+        Ok(HttpConfig {
+            url,
+            timeout: Duration::from_millis(timeout_ms),
+            max_pending,
+            gzip,
+            headers: checked,
+            retry_initial: Duration::from_millis(retry_initial_ms),
+            retry_max: Duration::from_millis(retry_max_ms),
+        })
     }
 }
 
@@ -927,6 +1105,158 @@ mod tests {
     #[test]
     fn zero_flush_interval_is_rejected() {
         assert!(parse("[aggregation]\nflush_interval_ms = 0\n").is_err());
+    }
+
+    fn http_backend(text: &str) -> Result<HttpConfig, ConfigError> {
+        match parse(text)?.backends.pop() {
+            Some(BackendConfig::Http(http)) => Ok(http),
+            other => panic!("not an http backend: {other:?}"),
+        }
+    }
+
+    fn error_position(err: ConfigError) -> (usize, usize, String) {
+        match err {
+            ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            } => (line, column, message),
+            other => panic!("not a content error: {other}"),
+        }
+    }
+
+    #[test]
+    fn http_backend_keys_have_defaults() {
+        let http = http_backend("[[backends]]\nkind = \"http\"\nurl = \"https://m.example/in\"\n")
+            .expect("valid");
+        assert_eq!(http.url, "https://m.example/in");
+        assert_eq!(http.timeout, Duration::from_millis(5_000));
+        assert_eq!(http.max_pending, 1_000);
+        assert!(!http.gzip);
+        assert!(http.headers.is_empty());
+        assert_eq!(http.retry_initial, Duration::from_millis(500));
+        assert_eq!(http.retry_max, Duration::from_millis(30_000));
+    }
+
+    #[test]
+    fn http_backend_reads_every_key() {
+        let http = http_backend(
+            "[[backends]]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/x\"\ntimeout_ms = 250\n\
+             max_pending = 3\ngzip = true\nheaders = { X-A = \"1\" }\n\
+             retry_initial_ms = 10\nretry_max_ms = 40\n",
+        )
+        .expect("valid");
+        assert_eq!(http.timeout, Duration::from_millis(250));
+        assert_eq!(http.max_pending, 3);
+        assert!(http.gzip);
+        assert_eq!(http.headers, [("X-A".to_string(), "1".to_string())]);
+        assert_eq!(http.retry_initial, Duration::from_millis(10));
+        assert_eq!(http.retry_max, Duration::from_millis(40));
+    }
+
+    #[test]
+    fn the_example_http_block_uncommented_is_valid_and_spells_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+        let example = std::fs::read_to_string(path).expect("read the example");
+        let start = example
+            .find("# [[backends]]\n# kind = \"http\"")
+            .expect("the example has an http block");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|line| line.starts_with("# "))
+            .map(|line| &line[2..])
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| line.replace("${METRICS_TOKEN}", "token") + "\n")
+            .collect();
+        let http = http_backend(&block).expect("the http block is valid");
+        let defaults =
+            http_backend("[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\n").expect("valid");
+        assert_eq!(http.timeout, defaults.timeout);
+        assert_eq!(http.max_pending, defaults.max_pending);
+        assert_eq!(http.gzip, defaults.gzip);
+        assert_eq!(http.retry_initial, defaults.retry_initial);
+        assert_eq!(http.retry_max, defaults.retry_max);
+        assert_eq!(http.headers[0].1, "Bearer token");
+    }
+
+    #[test]
+    fn http_backend_rejects_unknown_keys() {
+        let err =
+            parse("[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\nretries = 3\n").unwrap_err();
+        assert!(error_position(err).2.contains("retries"));
+    }
+
+    #[test]
+    fn http_url_must_be_http_or_https_and_the_error_points_at_it() {
+        let err = parse(
+            "[[backends]]\nkind = \"console\"\n[[backends]]\nkind = \"http\"\nurl = \"ftp://h/\"\n",
+        )
+        .unwrap_err();
+        let (line, column, message) = error_position(err);
+        assert_eq!((line, column), (5, 7), "{message}");
+        assert!(message.contains("http://"), "{message}");
+    }
+
+    #[test]
+    fn an_unset_header_variable_is_an_error_at_the_value() {
+        let err = parse(
+            "[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\n\
+             headers = { Authorization = \"Bearer ${TALLYD_SURELY_UNSET_VARIABLE}\" }\n",
+        )
+        .unwrap_err();
+        let (line, column, message) = error_position(err);
+        assert_eq!((line, column), (4, 29), "{message}");
+        assert!(
+            message.contains("TALLYD_SURELY_UNSET_VARIABLE"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn http_limits_must_be_positive_and_ordered() {
+        let with = |extra: &str| {
+            parse(&format!(
+                "[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\n{extra}\n"
+            ))
+        };
+        for bad in [
+            "max_pending = 0",
+            "timeout_ms = 0",
+            "retry_initial_ms = 0",
+            "retry_initial_ms = 100\nretry_max_ms = 50",
+            "headers = { Content-Type = \"text/plain\" }",
+        ] {
+            let (line, _, message) = error_position(with(bad).unwrap_err());
+            assert!(line >= 4, "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn an_error_about_a_left_out_key_points_at_its_backend() {
+        let err = parse(
+            "[server]\nudp = []\n\n[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\n\
+             retry_initial_ms = 60000\n",
+        )
+        .unwrap_err();
+        let (line, column, message) = error_position(err);
+        assert!(message.contains("retry_max_ms"), "{message}");
+        assert_eq!((line, column), (4, 1), "{message}");
+    }
+
+    #[test]
+    fn http_config_debug_hides_header_values() {
+        let http = http_backend(
+            "[[backends]]\nkind = \"http\"\nurl = \"http://u:pw@h/?key=k\"\n\
+             headers = { Authorization = \"Bearer hunter2\" }\n",
+        )
+        .expect("valid");
+        let shown = format!("{http:?}");
+        assert!(shown.contains("Authorization"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw") && !shown.contains("key=k"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
 //! - [`record`]: the flush record and its JSON shape.
 //! - [`alert`]: alert rules evaluated against each record, and their notifiers.
-//! - [`backend`]: where records go: console, JSON Lines file, and a capture for tests.
+//! - [`backend`]: where records go: console, JSON Lines file, HTTP push, and a capture for
+//!   tests.
+//! - [`http`]: the one HTTP client the HTTP backend (and webhooks) post through.
 //! - [`telemetry`]: the agent's own counters, read into each record's `internal`.
 //! - [`app`]: wiring and the shutdown order.
 

@@ -25,6 +25,8 @@ pub struct Telemetry {
     series: AtomicU64,
     /// Lines received since start, never reset: lets tests and tools wait for delivery.
     lines_total: AtomicU64,
+    /// Records dropped since start, never reset: lets tests wait for a backend's drops.
+    dropped_records_total: AtomicU64,
 }
 
 /// Counts kept by one receive thread between two hand-overs to [`Telemetry`].
@@ -55,7 +57,7 @@ pub struct Internal {
     pub dropped_series: u64,
     /// Events and service checks beyond the per-interval limit.
     pub dropped_events: u64,
-    /// Records a backend's full queue made it skip.
+    /// Records a backend's full queue made it skip, or made the http backend drop.
     pub dropped_records: u64,
     pub backend_errors: u64,
     /// Alert events a webhook could not queue or deliver.
@@ -118,9 +120,10 @@ impl Telemetry {
         self.dropped_events.fetch_add(n, Relaxed);
     }
 
-    /// Counts a record a backend could not queue.
+    /// Counts a record a backend could not queue, or dropped from its own queue.
     pub fn dropped_record(&self) {
         self.dropped_records.fetch_add(1, Relaxed);
+        self.dropped_records_total.fetch_add(1, Relaxed);
     }
 
     /// Counts an alert event a notifier could not queue or deliver.
@@ -136,6 +139,11 @@ impl Telemetry {
     /// Lines received since start.
     pub fn lines_total(&self) -> u64 {
         self.lines_total.load(Relaxed)
+    }
+
+    /// Records dropped since start, by any backend.
+    pub fn dropped_records_total(&self) -> u64 {
+        self.dropped_records_total.load(Relaxed)
     }
 
     /// Reads the interval's counters and resets them.

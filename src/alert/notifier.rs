@@ -194,17 +194,14 @@ impl Worker {
     fn deliver(&self, body: &[u8], deadline: &mut Option<Instant>) -> bool {
         let mut backoff = FIRST_BACKOFF;
         for attempt in 0..=self.config.retries {
-            match self.client.post(
+            match self.client.post_json(
                 &self.config.url,
                 &self.config.headers,
                 body,
                 false,
                 self.config.timeout,
             ) {
-                Ok(status) if (200..300).contains(&status) => return true,
-                Ok(status) => {
-                    tracing::warn!(notifier = %self.config.name, status, attempt, "webhook answered with an error")
-                }
+                Ok(_) => return true,
                 Err(e) => {
                     tracing::warn!(notifier = %self.config.name, error = %e, attempt, "webhook POST failed")
                 }

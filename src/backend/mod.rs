@@ -4,19 +4,22 @@
 
 mod capture;
 mod console;
+mod http;
 mod json_file;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
 pub use capture::CaptureBackend;
 pub use console::ConsoleBackend;
+pub use http::HttpBackend;
 pub use json_file::JsonFileBackend;
 
 use crate::config::BackendConfig;
+use crate::http::HttpClient;
 use crate::record::Record;
 use crate::telemetry::Telemetry;
 
@@ -36,6 +39,11 @@ pub enum BackendError {
     Io {
         backend: &'static str,
         source: std::io::Error,
+    },
+    #[error("{backend}: {unsent} records not sent before the shutdown deadline")]
+    Unsent {
+        backend: &'static str,
+        unsent: usize,
     },
 }
 
@@ -60,14 +68,33 @@ pub trait Backend: Send {
     }
 }
 
+/// What building a backend may need from the agent.
+pub struct BuildContext<'a> {
+    /// The agent's one HTTP client.
+    pub http: &'a HttpClient,
+    pub telemetry: &'a Arc<Telemetry>,
+    /// How long a backend may take to finish at shutdown (`server.shutdown_timeout_ms`).
+    pub shutdown_timeout: Duration,
+}
+
 /// Builds the backend a config entry describes.
 ///
 /// # Errors
-/// When the backend cannot start (a file that cannot be opened).
-pub fn build(config: &BackendConfig) -> Result<Box<dyn Backend>, BackendError> {
+/// When the backend cannot start (a file that cannot be opened, a thread that cannot
+/// be spawned).
+pub fn build(
+    config: &BackendConfig,
+    context: &BuildContext<'_>,
+) -> Result<Box<dyn Backend>, BackendError> {
     Ok(match config {
         BackendConfig::Console { json } => Box::new(ConsoleBackend::new(*json)),
         BackendConfig::JsonFile(file) => Box::new(JsonFileBackend::open(file)?),
+        BackendConfig::Http(http) => Box::new(HttpBackend::spawn(
+            http,
+            context.http.clone(),
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
     })
 }
 

@@ -56,11 +56,16 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if !args.target.ip().is_loopback() {
-        eprintln!("tallyd-loadgen: {} is not a loopback address; refusing", args.target);
+        eprintln!(
+            "tallyd-loadgen: {} is not a loopback address; refusing",
+            args.target
+        );
         return std::process::ExitCode::from(2);
     }
     if args.series == 0 || args.lines_per_datagram == 0 || args.threads == 0 || args.batch == 0 {
-        eprintln!("tallyd-loadgen: --series, --lines-per-datagram, --threads and --batch must be at least 1");
+        eprintln!(
+            "tallyd-loadgen: --series, --lines-per-datagram, --threads and --batch must be at least 1"
+        );
         return std::process::ExitCode::from(2);
     }
     let duration = Duration::from_secs_f64(args.duration.clamp(0.0, 600.0));
@@ -74,7 +79,14 @@ fn main() -> std::process::ExitCode {
                 let datagrams = &datagrams;
                 let args = &args;
                 scope.spawn(move || {
-                    send(args, datagrams, t, per_thread_rate, per_thread_max, duration)
+                    send(
+                        args,
+                        datagrams,
+                        t,
+                        per_thread_rate,
+                        per_thread_max,
+                        duration,
+                    )
                 })
             })
             .collect();
@@ -136,7 +148,11 @@ fn send(
     max_lines: u64,
     duration: Duration,
 ) -> (u64, u64) {
-    let bind = if args.target.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let bind = if args.target.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
     let Ok(socket) = UdpSocket::bind(bind) else {
         eprintln!("tallyd-loadgen: cannot bind a socket");
         return (0, 0);

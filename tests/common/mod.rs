@@ -2,6 +2,8 @@
 //! backend, send real datagrams, wait on the agent's own counters, read records.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
