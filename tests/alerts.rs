@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::receiver::HttpReceiver;
 use common::*;
 use serde_json::{Value, json};
 
@@ -211,5 +212,60 @@ async fn globs_and_tags_select_series_and_each_series_has_its_own_state() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["name"], "api.errors");
     assert_eq!(events[0]["state"], "resolved");
+    agent.running.shutdown().await;
+}
+
+fn hook(name: &str, url: &str, extra: &str) -> String {
+    format!("[[notifiers]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_notifier_receives_each_event_as_one_post() {
+    let receiver = HttpReceiver::start("127.0.0.1:0");
+    let rules = [
+        hook("ops", &receiver.url(), "headers = { X-Team = \"web\" }"),
+        "[[alerts]]\nname = \"deep\"\nmetric = \"queue\"\nstat = \"value\"\nop = \">=\"\nthreshold = 100\nseverity = \"critical\"\nnotify = [\"ops\", \"log\"]\n".to_string(),
+    ];
+    let agent = start_with("", &rules).await;
+    let mut sent = 0;
+    let events = step(&agent, &mut sent, &["queue:150|g"]).await;
+    assert_eq!(events.len(), 1);
+    let firing = receiver.next();
+    assert_eq!(firing.method, "POST");
+    assert_eq!(firing.header("X-Team"), Some("web"));
+    assert_eq!(firing.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        firing.json(),
+        events[0],
+        "the webhook gets the record's alert event"
+    );
+    step(&agent, &mut sent, &["queue:3|g"]).await;
+    let resolved = receiver.next().json();
+    assert_eq!(resolved["state"], "resolved");
+    assert_eq!(resolved["value"], 3.0);
+    agent.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_is_retried_and_slack_format_carries_text() {
+    // The first two answers fail; the third attempt gets through.
+    let receiver = HttpReceiver::answering("127.0.0.1:0", vec![503, 500]);
+    let rules = [
+        hook("chat", &receiver.url(), "format = \"slack\"\nretries = 2"),
+        "[[alerts]]\nname = \"hot\"\nmetric = \"temp\"\nstat = \"value\"\nop = \">\"\nthreshold = 80\nnotify = [\"chat\"]\n".to_string(),
+    ];
+    let agent = start_with("", &rules).await;
+    let mut sent = 0;
+    step(&agent, &mut sent, &["temp:90|g"]).await;
+    let attempts: Vec<_> = (0..3).map(|_| receiver.next().json()).collect();
+    assert!(
+        attempts.iter().all(|body| body == &attempts[0]),
+        "each retry sends the same body"
+    );
+    let text = attempts[0]["text"].as_str().expect("slack text");
+    assert!(
+        text.contains("hot") && text.contains("firing") && text.contains("temp"),
+        "{text}"
+    );
     agent.running.shutdown().await;
 }
