@@ -181,7 +181,7 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
     let flusher = Flusher::new(
         config.clone(),
-        shards.ctrl_tx,
+        shards.control,
         alerter,
         handles,
         telemetry.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::aggregate::distribution::{DistFigures, DistributionConfig};
-use crate::aggregate::{Control, RawData, RawMetric, ShardSnapshot};
+use crate::aggregate::{RawData, RawMetric, ShardControl, ShardSnapshot};
 use crate::alert::Alerter;
 use crate::backend::BackendHandle;
 use crate::config::Config;
@@ -29,7 +29,7 @@ pub enum Command {
 /// Everything the flusher owns.
 pub struct Flusher {
     config: Arc<Config>,
-    shards: Vec<Sender<Control>>,
+    shards: Vec<ShardControl>,
     backends: Vec<BackendHandle>,
     telemetry: Arc<Telemetry>,
     distribution: Arc<DistributionConfig>,
@@ -40,7 +40,7 @@ impl Flusher {
     /// A flusher over the shards' control queues, the alert rules and the backends.
     pub fn new(
         config: Arc<Config>,
-        shards: Vec<Sender<Control>>,
+        shards: Vec<ShardControl>,
         alerter: Alerter,
         backends: Vec<BackendHandle>,
         telemetry: Arc<Telemetry>,
@@ -131,17 +131,11 @@ impl Flusher {
 
     fn collect(&self, last: bool) -> Vec<ShardSnapshot> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(self.shards.len());
-        let mut asked = 0;
-        for shard in &self.shards {
-            let control = if last {
-                Control::Final(reply_tx.clone())
-            } else {
-                Control::Flush(reply_tx.clone())
-            };
-            if shard.send(control).is_ok() {
-                asked += 1;
-            }
-        }
+        let asked = self
+            .shards
+            .iter()
+            .filter(|shard| shard.request(last, &reply_tx))
+            .count();
         drop(reply_tx);
         reply_rx.iter().take(asked).collect()
     }

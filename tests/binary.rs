@@ -49,6 +49,13 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn sigterm_straight_after_a_burst_loses_nothing() {
+    // Shard threads fed by queues, and one shard folded in by the receive thread.
+    for shards in [2, 1] {
+        burst_then_sigterm(shards);
+    }
+}
+
+fn burst_then_sigterm(shards: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.jsonl");
     let config = dir.path().join("tallyd.toml");
@@ -56,7 +63,7 @@ fn sigterm_straight_after_a_burst_loses_nothing() {
         &config,
         format!(
             "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = 4194304\n\
-             [aggregation]\nflush_interval_ms = 3600000\n\
+             [aggregation]\nflush_interval_ms = 3600000\nshards = {shards}\n\
              [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
             out.display().to_string()
         ),

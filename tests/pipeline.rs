@@ -7,7 +7,16 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_kind_arrives_with_its_figures() {
-    let agent = start(&base("")).await;
+    every_metric_kind(&base("shards = 2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_shard_without_a_thread_gives_the_same_figures() {
+    every_metric_kind(&base("shards = 1")).await;
+}
+
+async fn every_metric_kind(toml: &str) {
+    let agent = start(toml).await;
     agent.send(&[
         "api.requests:40|c\napi.requests:1|c|@0.5",
         "queue.depth:17|g",
@@ -105,8 +114,14 @@ async fn tags_in_three_spellings_name_one_series_and_clients_win_over_global_tag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gauges_persist_and_idle_series_expire_after_their_ttl() {
+    for shards in [1, 2] {
+        gauges_persist_and_expire(shards).await;
+    }
+}
+
+async fn gauges_persist_and_expire(shards: usize) {
     // 60 s interval, 120 s ttl: emitted idle once (60 s idle), dropped at 120 s idle.
-    let agent = start(&base("series_ttl_ms = 120000")).await;
+    let agent = start(&base(&format!("series_ttl_ms = 120000\nshards = {shards}"))).await;
     agent.send(&["depth:5|g\nhits:2|c\nlat:7|ms\nu:a|s"]);
     agent.wait_lines(4).await;
     let first = agent.flush().await;
