@@ -67,7 +67,7 @@ fn parse_name_section<'a>(
     section: &'a str,
     tags: &mut Vec<Tag<'a>>,
 ) -> Result<(&'a str, bool), ParseError> {
-    let Some(i) = section.find([';', ',']) else {
+    let Some(i) = section.bytes().position(|b| b == b';' || b == b',') else {
         return check_name(section).map(|()| (section, false));
     };
     // `;` and `,` are ASCII, so `i` and `i + 1` are char boundaries.
@@ -87,7 +87,7 @@ fn check_name(name: &str) -> Result<(), ParseError> {
         Err(ParseError::EmptyName)
     } else if name.len() > MAX_NAME_BYTES {
         Err(ParseError::TooLong)
-    } else if name.chars().any(|c| c.is_control() || c == '|') {
+    } else if has_control(name) || name.as_bytes().contains(&b'|') {
         Err(ParseError::Malformed)
     } else {
         Ok(())
@@ -120,8 +120,18 @@ fn split_tags<'a>(
     Ok(())
 }
 
-fn has_control(text: &str) -> bool {
-    text.chars().any(char::is_control)
+/// Whether `text` holds a control character (`char::is_control`: U+0000–U+001F, U+007F and
+/// U+0080–U+009F), scanning bytes: the C1 range is encoded as `0xC2 0x80..=0x9F`.
+pub(super) fn has_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b < 0x20
+            || b == 0x7f
+            || (b == 0xc2
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|&n| (0x80..=0x9f).contains(&n)))
+    })
 }
 
 /// Where the last sample's values start in `MetricLine::samples`, and whether it has a rate.
@@ -253,6 +263,9 @@ fn number_text(input: &str) -> IResult<&str, &str, ()> {
 /// Reads a whole text as a finite decimal number, `-0` as `0`. The syntax is checked first
 /// because `f64::from_str` also takes `inf` and `nan`; it then gives correct rounding.
 fn parse_number(text: &str) -> Option<f64> {
+    if let Some(value) = parse_small_integer(text) {
+        return Some(value);
+    }
     match number_text(text) {
         Ok(("", _)) => text
             .parse::<f64>()
@@ -261,6 +274,23 @@ fn parse_number(text: &str) -> Option<f64> {
             .map(|value| value + 0.0),
         _ => None,
     }
+}
+
+/// The common case, `[+-]digits` with at most 15 digits, read without the general parser:
+/// such an integer is exactly representable, so the result is the same.
+fn parse_small_integer(text: &str) -> Option<f64> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits
+        .bytes()
+        .fold(0u64, |n, b| n * 10 + u64::from(b - b'0')) as f64;
+    Some(if text.starts_with('-') {
+        -magnitude + 0.0
+    } else {
+        magnitude
+    })
 }
 
 /// Reads the text after `@` as a sample rate, 0 < rate <= 1 (and 1/rate finite).
@@ -1144,5 +1174,42 @@ mod proptests {
                     ignored,
                 },
             )
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::{has_control, parse_small_integer};
+    use proptest::prelude::*;
+
+    #[test]
+    fn byte_scan_finds_the_same_control_characters_as_char_is_control() {
+        for c in (0u32..0x300).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            assert_eq!(has_control(&text), c.is_control(), "U+{:04X}", c as u32);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn small_integers_read_as_the_general_parser_reads_them(
+            n in -999_999_999_999_999i64..=999_999_999_999_999,
+            plus in any::<bool>(),
+        ) {
+            let text = if plus && n >= 0 { format!("+{n}") } else { n.to_string() };
+            let general: f64 = text.parse().expect("integer text");
+            prop_assert_eq!(parse_small_integer(&text), Some(general + 0.0));
+        }
+    }
+
+    #[test]
+    fn longer_or_other_texts_leave_the_fast_path() {
+        for text in ["", "-", "+", "1.5", "1e3", "1234567890123456", "0x1", " 1"] {
+            assert_eq!(parse_small_integer(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_small_integer("-0").map(f64::to_bits),
+            Some(0f64.to_bits())
+        );
     }
 }
