@@ -57,7 +57,9 @@ pub struct AlertEvent {
     pub tags: Vec<(String, String)>,
     pub stat: String,
     pub op: String,
+    #[serde(serialize_with = "serialize_number")]
     pub threshold: f64,
+    #[serde(serialize_with = "serialize_optional_number")]
     pub value: Option<f64>,
     pub since: u64,
 }
@@ -106,6 +108,17 @@ impl Serialize for Number {
         } else {
             s.serialize_f64(v)
         }
+    }
+}
+
+fn serialize_number<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    Number(*value).serialize(s)
+}
+
+fn serialize_optional_number<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => Number(*v).serialize(s),
+        None => s.serialize_none(),
     }
 }
 

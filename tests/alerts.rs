@@ -125,8 +125,8 @@ async fn a_firing_event_carries_the_spec_fields() {
     assert_eq!(
         event,
         &json!({"rule": "slow-api", "severity": "critical", "state": "firing", "name": "api.latency",
-                "tags": {"env": "prod"}, "stat": "upper_90", "op": ">", "threshold": 25.0,
-                "value": 30.0, "since": since})
+                "tags": {"env": "prod"}, "stat": "upper_90", "op": ">", "threshold": 25,
+                "value": 30, "since": since})
     );
     agent.running.shutdown().await;
 }
