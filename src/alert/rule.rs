@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::aggregate::SeriesKey;
-use crate::aggregate::distribution::DistributionConfig;
+use crate::aggregate::distribution::{DistFigures, DistributionConfig};
 use crate::config::HistogramRule;
 use crate::glob::Glob;
 
@@ -125,21 +125,10 @@ pub fn is_known_stat(
     distribution: &DistributionConfig,
     histograms: &[HistogramRule],
 ) -> bool {
-    const FIXED: [&str; 12] = [
-        "count",
-        "rate",
-        "value",
-        "count_ps",
-        "lower",
-        "upper",
-        "sum",
-        "sum_squares",
-        "mean",
-        "median",
-        "std",
-        "bin_inf",
-    ];
-    FIXED.contains(&stat)
+    // Counter, gauge and bin figures, besides the timer family's own.
+    const OTHERS: [&str; 3] = ["rate", "value", "bin_inf"];
+    OTHERS.contains(&stat)
+        || DistFigures::FIXED.contains(&stat)
         || distribution
             .percentiles
             .iter()

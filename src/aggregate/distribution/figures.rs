@@ -75,6 +75,20 @@ impl DistFigures {
         }
     }
 
+    /// The figures every active series of these kinds has, in record order (before the
+    /// percentile and bin figures).
+    pub const FIXED: [&'static str; 9] = [
+        "count",
+        "count_ps",
+        "lower",
+        "upper",
+        "sum",
+        "sum_squares",
+        "mean",
+        "median",
+        "std",
+    ];
+
     /// Calls `f(name, value)` for every figure in record order: count, count_ps, lower, upper,
     /// sum, sum_squares, mean, median, std, then per percentile (in config order) count_P,
     /// mean_P, upper_P (or lower_topP), sum_P, sum_squares_P (skipped where k = 0), then
