@@ -102,12 +102,12 @@ impl Alerter {
             let (holds, value) = self.condition(r, None, record);
             self.step(r, &key, holds, value, record.timestamp, &mut events);
         }
-        for event in &events {
-            if let Some(rule) = self.rules.iter().find(|rule| rule.name == event.rule) {
-                self.notifiers.notify(rule, event);
-            }
+        for (r, event) in &events {
+            self.notifiers.notify(&self.rules[*r as usize], event);
         }
-        record.alerts.extend(events);
+        record
+            .alerts
+            .extend(events.into_iter().map(|(_, event)| event));
     }
 
     /// Closes the notifiers, giving webhooks until `deadline` to deliver what they hold.
@@ -144,7 +144,7 @@ impl Alerter {
         holds: bool,
         value: Option<f64>,
         now: u64,
-        events: &mut Vec<AlertEvent>,
+        events: &mut Vec<(u32, AlertEvent)>,
     ) {
         let rule = &self.rules[r as usize];
         let pair = (r, key.clone());
@@ -152,7 +152,7 @@ impl Alerter {
             if let Some(state) = self.states.remove(&pair)
                 && state.firing
             {
-                events.push(event(rule, key, "resolved", value, state.since));
+                events.push((r, event(rule, key, "resolved", value, state.since)));
             }
             return;
         }
@@ -171,13 +171,13 @@ impl Alerter {
                 state.firing = true;
                 state.since = now;
                 state.last_sent = flushes;
-                events.push(event(rule, key, "firing", value, now));
+                events.push((r, event(rule, key, "firing", value, now)));
             }
         } else if let Some(repeat) = rule.repeat_interval {
             let elapsed_ms = u128::from(flushes - state.last_sent) * self.interval_ms;
             if elapsed_ms >= repeat.as_millis() {
                 state.last_sent = flushes;
-                events.push(event(rule, key, "firing", value, state.since));
+                events.push((r, event(rule, key, "firing", value, state.since)));
             }
         }
     }

@@ -82,8 +82,16 @@ pub fn write_text(out: &mut impl Write, record: &Record) -> std::io::Result<()> 
     for alert in &record.alerts {
         writeln!(
             out,
-            "  alert {} {} {} {}{}{} value={:?}",
-            alert.rule, alert.state, alert.name, alert.stat, alert.op, alert.threshold, alert.value
+            "  alert {} {} {} {}{}{} value={}",
+            alert.rule,
+            alert.state,
+            alert.name,
+            alert.stat,
+            alert.op,
+            alert.threshold,
+            alert
+                .value
+                .map_or_else(|| "none".to_string(), |v| v.to_string())
         )?;
     }
     Ok(())
