@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub udp_sockets_per_address: usize,
     pub udp_recv_buffer_bytes: usize,
     pub udp_batch: usize,
+    /// The longest a UDP listener waits between light receives, to gather datagrams.
+    pub udp_coalesce: Duration,
     pub max_datagram_bytes: usize,
     pub tcp_max_line_bytes: usize,
     pub queue_batches: usize,
@@ -380,6 +382,7 @@ struct RawServer {
     udp_sockets_per_address: toml::Spanned<usize>,
     udp_recv_buffer_bytes: usize,
     udp_batch: toml::Spanned<usize>,
+    udp_coalesce_us: toml::Spanned<u64>,
     max_datagram_bytes: toml::Spanned<usize>,
     tcp_max_line_bytes: toml::Spanned<usize>,
     queue_batches: toml::Spanned<usize>,
@@ -394,7 +397,8 @@ impl Default for RawServer {
             unix: Vec::new(),
             udp_sockets_per_address: toml::Spanned::new(0..0, 1),
             udp_recv_buffer_bytes: 0,
-            udp_batch: toml::Spanned::new(0..0, 32),
+            udp_batch: toml::Spanned::new(0..0, 128),
+            udp_coalesce_us: toml::Spanned::new(0..0, 2_000),
             max_datagram_bytes: toml::Spanned::new(0..0, 65_535),
             tcp_max_line_bytes: toml::Spanned::new(0..0, 65_536),
             queue_batches: toml::Spanned::new(0..0, 1024),
@@ -667,6 +671,14 @@ fn at_least_one(value: &toml::Spanned<usize>, key: &str) -> Result<usize, Invali
     }
 }
 
+/// The coalescing wait stays well under what a receive buffer can hold at high rates.
+fn coalesce(value: &toml::Spanned<u64>) -> Result<Duration, Invalid> {
+    match *value.get_ref() {
+        us @ 0..=100_000 => Ok(Duration::from_micros(us)),
+        _ => Err(Invalid::at(value, "udp_coalesce_us must be at most 100000")),
+    }
+}
+
 impl RawServer {
     fn validate(self) -> Result<ServerConfig, Invalid> {
         Ok(ServerConfig {
@@ -675,6 +687,7 @@ impl RawServer {
                 "udp_sockets_per_address",
             )?,
             udp_batch: at_least_one(&self.udp_batch, "udp_batch")?.min(1024),
+            udp_coalesce: coalesce(&self.udp_coalesce_us)?,
             max_datagram_bytes: at_least_one(&self.max_datagram_bytes, "max_datagram_bytes")?
                 .min(65_535),
             tcp_max_line_bytes: at_least_one(&self.tcp_max_line_bytes, "tcp_max_line_bytes")?,

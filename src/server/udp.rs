@@ -18,6 +18,10 @@ use crate::protocol::ParseError;
 
 /// How often a blocked receive wakes up to look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
+/// A receive that brings fewer datagrams than this fraction of a batch means the load is light.
+const LIGHT_FRACTION: usize = 4;
+/// The first wait after a light receive; it doubles up to the configured most.
+const FIRST_WAIT: Duration = Duration::from_micros(100);
 /// The longest a stopping listener keeps draining its socket.
 pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -66,13 +70,55 @@ pub fn spawn_udp(
 ) -> io::Result<JoinHandle<()>> {
     let batch = config.udp_batch;
     let size = config.max_datagram_bytes;
+    let pacer = Pacer::new(batch, config.udp_coalesce);
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(socket, router, stop, batch, size))
+        .spawn(move || run(socket, router, stop, pacer, size))
 }
 
-fn run(socket: UdpSocket, mut router: Router, stop: Arc<AtomicBool>, batch: usize, size: usize) {
-    let mut receiver = MultiRecv::new(batch, size);
+/// Under light load, waits a little between receives so that datagrams arrive in batches:
+/// one wake-up per few milliseconds instead of one per datagram, which is most of the cost
+/// of a lightly loaded agent. Under heavy load (receives fill their batch) the wait falls to
+/// nothing. The kernel's receive buffer holds what arrives meanwhile.
+#[derive(Debug)]
+struct Pacer {
+    batch: usize,
+    most: Duration,
+    wait: Duration,
+}
+
+impl Pacer {
+    fn new(batch: usize, most: Duration) -> Pacer {
+        Pacer {
+            batch,
+            most,
+            wait: Duration::ZERO,
+        }
+    }
+
+    /// How long to wait after a receive of `n` datagrams: longer while receives bring less
+    /// than a quarter batch, shorter once one fills the whole batch (more may be waiting).
+    fn after(&mut self, n: usize) -> Duration {
+        if n >= self.batch {
+            self.wait /= 2;
+            if self.wait < FIRST_WAIT {
+                self.wait = Duration::ZERO;
+            }
+        } else if n * LIGHT_FRACTION < self.batch {
+            self.wait = (self.wait * 2).clamp(FIRST_WAIT, self.most.max(FIRST_WAIT));
+        }
+        self.wait.min(self.most)
+    }
+}
+
+fn run(
+    socket: UdpSocket,
+    mut router: Router,
+    stop: Arc<AtomicBool>,
+    mut pacer: Pacer,
+    size: usize,
+) {
+    let mut receiver = MultiRecv::new(pacer.batch, size);
     let fd = socket.as_raw_fd();
     let mut drain_deadline = None;
     loop {
@@ -98,6 +144,10 @@ fn run(socket: UdpSocket, mut router: Router, stop: Arc<AtomicBool>, batch: usiz
                     handle(&mut router, packet, truncated);
                 }
                 router.flush();
+                let wait = pacer.after(n);
+                if !wait.is_zero() && !stopping {
+                    std::thread::sleep(wait);
+                }
             }
             Err(e) if is_transient(&e) => {
                 if stopping {
