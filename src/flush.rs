@@ -177,11 +177,14 @@ impl Flusher {
             RawData::Set(count) => Figures::Set {
                 count: count as f64,
             },
-            RawData::Dist(snapshot, bins) => Figures::Dist(Box::new(snapshot.figures(
-                &self.distribution,
-                bins,
-                interval_s,
-            ))),
+            RawData::Dist(dist) => {
+                let (snapshot, bins) = *dist;
+                Figures::Dist(Box::new(snapshot.figures(
+                    &self.distribution,
+                    bins,
+                    interval_s,
+                )))
+            }
             RawData::DistIdle => Figures::Dist(Box::new(DistFigures::idle())),
         };
         Metric {

@@ -210,7 +210,10 @@ async fn histogram_bins_apply_to_matching_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_series_beyond_max_series_are_dropped_and_counted() {
     let agent = start(&base("max_series = 2\nshards = 2")).await;
-    agent.send(&["a:1|c\nb:1|c\nc:1|c\nd:1|g\na:1|c"]);
+    // Shards admit in parallel: the first two series arrive alone so they are the ones kept.
+    agent.send(&["a:1|c\nb:1|c"]);
+    agent.wait_lines(2).await;
+    agent.send(&["c:1|c\nd:1|g\na:1|c"]);
     agent.wait_lines(5).await;
     let record = agent.finish().await;
     assert_eq!(record["metrics"].as_array().map(Vec::len), Some(2));

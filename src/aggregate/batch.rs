@@ -6,6 +6,8 @@ use crate::protocol::{Event, MetricKind, ServiceCheck};
 /// One sample in a [`Batch`]; its key and set member are ranges of the batch's arena.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSample {
+    /// The key's routing hash ([`super::key::route_hash`]), so the shard need not hash again.
+    pub hash: u64,
     pub key_start: u32,
     pub key_end: u32,
     pub kind: MetricKind,

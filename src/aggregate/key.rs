@@ -7,21 +7,38 @@
 //! are unambiguous.
 
 use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+
+use triomphe::ThinArc;
 
 use crate::protocol::{MetricKind, Tag};
 
 const TAG_START: u8 = 0x00;
 const TAG_VALUE: u8 = 0x01;
 
-/// The canonical identity of one series.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SeriesKey(Arc<[u8]>);
+/// The canonical identity of one series: one pointer wide (the length lives beside the
+/// bytes), so the shard's table and the flush record spend 8 bytes a series on it.
+#[derive(Clone)]
+pub struct SeriesKey(ThinArc<(), u8>);
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &SeriesKey) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
 
 impl Borrow<[u8]> for SeriesKey {
     fn borrow(&self) -> &[u8] {
-        &self.0
+        self.as_bytes()
     }
 }
 
@@ -38,17 +55,17 @@ impl std::fmt::Debug for SeriesKey {
 impl SeriesKey {
     /// Wraps encoded key bytes (from [`KeyEncoder`]).
     pub fn from_bytes(bytes: &[u8]) -> SeriesKey {
-        SeriesKey(Arc::from(bytes))
+        SeriesKey(ThinArc::from_header_and_slice((), bytes))
     }
 
     /// The encoded bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.0.slice
     }
 
     /// The series' metric kind.
     pub fn kind(&self) -> MetricKind {
-        self.0
+        self.as_bytes()
             .first()
             .and_then(|&c| MetricKind::from_code(c))
             .unwrap_or(MetricKind::Counter)
@@ -56,7 +73,7 @@ impl SeriesKey {
 
     /// The metric name.
     pub fn name(&self) -> &str {
-        let rest = self.0.get(1..).unwrap_or_default();
+        let rest = self.as_bytes().get(1..).unwrap_or_default();
         let end = rest
             .iter()
             .position(|&b| b == TAG_START)
@@ -66,7 +83,7 @@ impl SeriesKey {
 
     /// The tags, sorted by key.
     pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
-        let rest = self.0.get(1..).unwrap_or_default();
+        let rest = self.as_bytes().get(1..).unwrap_or_default();
         rest.split(|&b| b == TAG_START).skip(1).map(|tag| {
             let split = tag
                 .iter()
@@ -79,10 +96,30 @@ impl SeriesKey {
 
     /// Orders keys by name, then tags, then kind: the order of the flush record.
     pub fn record_order(&self, other: &SeriesKey) -> std::cmp::Ordering {
-        let a = self.0.get(1..).unwrap_or_default();
-        let b = other.0.get(1..).unwrap_or_default();
-        a.cmp(b).then(self.0.first().cmp(&other.0.first()))
+        let (a, b) = (self.as_bytes(), other.as_bytes());
+        let (a_rest, b_rest) = (
+            a.get(1..).unwrap_or_default(),
+            b.get(1..).unwrap_or_default(),
+        );
+        a_rest.cmp(b_rest).then(a.first().cmp(&b.first()))
     }
+}
+
+/// The hash of a key without its kind byte, seeded once per process so that clients cannot
+/// aim collisions at the tables: it picks the shard and, mixed with the kind
+/// ([`series_hash`]), finds the series in the shard's table, so a line is hashed once.
+pub fn route_hash(key_without_kind: &[u8]) -> u64 {
+    static SEED: OnceLock<foldhash::fast::FixedState> = OnceLock::new();
+    SEED.get_or_init(|| {
+        let random = std::collections::hash_map::RandomState::new().hash_one(0x7a11_u64);
+        foldhash::fast::FixedState::with_seed(random)
+    })
+    .hash_one(key_without_kind)
+}
+
+/// The hash of a whole series identity from its routing hash and kind.
+pub fn series_hash(route_hash: u64, kind: MetricKind) -> u64 {
+    route_hash ^ u64::from(kind.code()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Keys are built from validated UTF-8 and split at ASCII bytes, so this never fails; the
@@ -130,9 +167,7 @@ impl KeyEncoder {
         for (key, value) in globals {
             push_tag(out, key, value);
         }
-        let mut hasher = rustc_hash::FxHasher::default();
-        out[start + 1..].hash(&mut hasher);
-        hasher.finish()
+        route_hash(&out[start + 1..])
     }
 
     /// Merges an event's tags (as sent) with the global tags: first wins, sorted by key.

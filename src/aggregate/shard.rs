@@ -3,17 +3,17 @@
 //! swaps each series' interval state out (no copy) and hands the raw snapshot to the flusher,
 //! which computes figures off this thread.
 
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, select};
-use rustc_hash::{FxBuildHasher, FxHasher};
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 
 use super::batch::{Batch, BatchSample, TaggedEvent};
 use super::distribution::{Bins, DistSnapshot, DistState};
-use super::key::SeriesKey;
+use super::key::{SeriesKey, series_hash};
 use crate::config::AggregationConfig;
 use crate::protocol::MetricKind;
 use crate::telemetry::Telemetry;
@@ -43,13 +43,14 @@ pub struct RawMetric {
     pub data: RawData,
 }
 
-/// The state a series hands over; figures are computed from it on the flush thread.
+/// The state a series hands over; figures are computed from it on the flush thread. Kept
+/// to two words, as a million of them may be in flight at once.
 #[derive(Debug)]
 pub enum RawData {
     Counter(f64),
     Gauge(f64),
     Set(u64),
-    Dist(DistSnapshot, Option<Arc<Bins>>),
+    Dist(Box<(DistSnapshot, Option<Arc<Bins>>)>),
     DistIdle,
 }
 
@@ -59,20 +60,31 @@ pub const MAX_EVENTS: usize = 10_000;
 
 type MemberSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
 
+/// A series' interval state, two words: counters and gauges inline, the rest boxed.
 #[derive(Debug)]
-enum State {
+enum Value {
     Counter(f64),
     Gauge(f64),
-    Set(MemberSet),
-    Dist(DistState, Option<Arc<Bins>>),
+    Set(Box<MemberSet>),
+    Dist(Box<DistSlot>),
 }
 
 #[derive(Debug)]
-struct Series {
-    state: State,
-    active: bool,
-    /// The flush number of the last interval with a sample.
-    last_active: u64,
+struct DistSlot {
+    state: DistState,
+    bins: Option<Arc<Bins>>,
+}
+
+/// One series: 32 bytes besides its key's bytes.
+#[derive(Debug)]
+struct Entry {
+    key: SeriesKey,
+    value: Value,
+    /// The number of the last interval with a sample; the current one means active.
+    last_active: u32,
+    /// The low half of the series hash: finds the entry again when the table grows, and
+    /// rules out most key comparisons.
+    hash: u32,
 }
 
 /// Hashes set members: a fixed-key SipHash, so 64-bit member hashes collide only by chance
@@ -80,28 +92,39 @@ struct Series {
 #[derive(Default)]
 struct MemberHasher(std::hash::BuildHasherDefault<std::hash::DefaultHasher>);
 
-/// A shard's series and pending events.
+/// A shard's series and pending events. The series live in a dense vector; the table holds
+/// only their positions (4 bytes a slot), keyed by the hash the receive path computed.
 pub struct Shard {
-    series: HashMap<SeriesKey, Series, FxBuildHasher>,
+    table: HashTable<u32>,
+    entries: Vec<Entry>,
     events: Vec<TaggedEvent>,
     config: Arc<AggregationConfig>,
     telemetry: Arc<Telemetry>,
     member_hasher: MemberHasher,
-    flushes: u64,
+    /// The number of the interval in progress (the first is 1).
+    interval: u32,
     /// The queue's byte count, given back as batches are taken off it.
     queue_bytes: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+/// The table's hash for an entry: the stored 32 bits, spread so the table's position bits
+/// (low) and tag bits (high) both come from them.
+fn table_hash(hash: u32) -> u64 {
+    let hash = u64::from(hash);
+    hash | hash << 32
 }
 
 impl Shard {
     /// An empty shard.
     pub fn new(config: Arc<AggregationConfig>, telemetry: Arc<Telemetry>) -> Shard {
         Shard {
-            series: HashMap::default(),
+            table: HashTable::new(),
+            entries: Vec::new(),
             events: Vec::new(),
             config,
             telemetry,
             member_hasher: MemberHasher::default(),
-            flushes: 0,
+            interval: 1,
             queue_bytes: None,
         }
     }
@@ -181,91 +204,140 @@ impl Shard {
     }
 
     fn add_sample(&mut self, key: &[u8], member: &[u8], sample: &BatchSample) {
-        if !self.series.contains_key(key) {
-            if !self.telemetry.admit_series(self.config.max_series as u64) {
-                return;
-            }
-            let key = SeriesKey::from_bytes(key);
-            let state = self.new_state(&key);
-            self.series.insert(
-                key,
-                Series {
-                    state,
-                    active: false,
-                    last_active: self.flushes,
-                },
-            );
-        }
-        let Some(series) = self.series.get_mut(key) else {
+        let Some(at) = self.find_or_insert(key, series_hash(sample.hash, sample.kind)) else {
             return;
         };
-        series.active = true;
-        match &mut series.state {
-            State::Counter(sum) => *sum += sample.value / sample.rate,
-            State::Gauge(value) => {
+        let entry = &mut self.entries[at];
+        entry.last_active = self.interval;
+        match &mut entry.value {
+            Value::Counter(sum) => *sum += sample.value / sample.rate,
+            Value::Gauge(value) => {
                 if sample.signed && self.config.gauge_deltas {
                     *value += sample.value;
                 } else {
                     *value = sample.value;
                 }
             }
-            State::Set(members) => {
+            Value::Set(members) => {
                 members.insert(self.member_hasher.0.hash_one(member));
             }
-            State::Dist(state, bins) => state.add(
+            Value::Dist(slot) => slot.state.add(
                 sample.value,
                 sample.rate,
-                bins.as_deref(),
+                slot.bins.as_deref(),
                 self.config.distribution.exact_samples,
             ),
         }
     }
 
-    fn new_state(&self, key: &SeriesKey) -> State {
+    /// The position of the series with encoded `key`, created if new; None when
+    /// `max_series` refuses a new one.
+    fn find_or_insert(&mut self, key: &[u8], hash: u64) -> Option<usize> {
+        let hash = hash as u32;
+        let entries = &self.entries;
+        let found = self.table.find(table_hash(hash), |&at| {
+            let entry = &entries[at as usize];
+            entry.hash == hash && entry.key.as_bytes() == key
+        });
+        if let Some(&at) = found {
+            return Some(at as usize);
+        }
+        if !self.telemetry.admit_series(self.config.max_series as u64) {
+            return None;
+        }
+        let Ok(at) = u32::try_from(self.entries.len()) else {
+            self.telemetry.release_series(1);
+            return None;
+        };
+        let key = SeriesKey::from_bytes(key);
+        let value = self.new_value(&key);
+        self.entries.push(Entry {
+            key,
+            value,
+            last_active: self.interval,
+            hash,
+        });
+        let entries = &self.entries;
+        self.table.insert_unique(table_hash(hash), at, |&at| {
+            table_hash(entries[at as usize].hash)
+        });
+        Some(at as usize)
+    }
+
+    fn new_value(&self, key: &SeriesKey) -> Value {
         match key.kind() {
-            MetricKind::Counter => State::Counter(0.0),
-            MetricKind::Gauge => State::Gauge(0.0),
-            MetricKind::Set => State::Set(MemberSet::default()),
-            MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution => State::Dist(
-                DistState::default(),
-                self.config.bins_for(key.name()).cloned(),
-            ),
+            MetricKind::Counter => Value::Counter(0.0),
+            MetricKind::Gauge => Value::Gauge(0.0),
+            MetricKind::Set => Value::Set(Box::default()),
+            MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution => {
+                Value::Dist(Box::new(DistSlot {
+                    state: DistState::default(),
+                    bins: self.config.bins_for(key.name()).cloned(),
+                }))
+            }
+        }
+    }
+
+    /// Removes the entry at `at`: the last entry moves into its place.
+    fn remove(&mut self, at: usize) {
+        let hash = table_hash(self.entries[at].hash);
+        if let Ok(slot) = self.table.find_entry(hash, |&i| i as usize == at) {
+            slot.remove();
+        }
+        let last = self.entries.len() - 1;
+        self.entries.swap_remove(at);
+        if at != last {
+            let moved = table_hash(self.entries[at].hash);
+            if let Some(slot) = self.table.find_mut(moved, |&i| i as usize == last) {
+                *slot = at as u32;
+            }
         }
     }
 
     /// Ends the interval: hands over every live series' state, drops series idle for
     /// `series_ttl`, and resets the interval state.
     pub fn snapshot(&mut self) -> ShardSnapshot {
-        self.flushes += 1;
-        let now = self.flushes;
+        let now = self.interval;
         let interval_ms = self.config.flush_interval.as_millis();
         let ttl_ms = self.config.series_ttl.as_millis();
-        let mut metrics = Vec::with_capacity(self.series.len());
+        let mut metrics = Vec::with_capacity(self.entries.len());
         let mut expired = 0u64;
-        self.series.retain(|key, series| {
-            let active = std::mem::take(&mut series.active);
-            if active {
-                series.last_active = now;
-            } else if u128::from(now - series.last_active) * interval_ms >= ttl_ms {
+        let mut at = 0;
+        while at < self.entries.len() {
+            let entry = &mut self.entries[at];
+            let active = entry.last_active == now;
+            let idle = now.wrapping_sub(entry.last_active);
+            if !active && u128::from(idle) * interval_ms >= ttl_ms {
+                self.remove(at);
                 expired += 1;
-                return false;
+                continue;
             }
-            let data = match &mut series.state {
-                State::Counter(sum) => RawData::Counter(std::mem::take(sum)),
-                State::Gauge(value) => RawData::Gauge(*value),
-                State::Set(members) => RawData::Set(std::mem::take(members).len() as u64),
-                State::Dist(state, bins) if active => RawData::Dist(state.take(), bins.clone()),
-                State::Dist(..) => RawData::DistIdle,
+            let data = match &mut entry.value {
+                Value::Counter(sum) => RawData::Counter(std::mem::take(sum)),
+                Value::Gauge(value) => RawData::Gauge(*value),
+                Value::Set(members) => RawData::Set(std::mem::take(&mut **members).len() as u64),
+                Value::Dist(slot) if active => {
+                    RawData::Dist(Box::new((slot.state.take(), slot.bins.clone())))
+                }
+                Value::Dist(_) => RawData::DistIdle,
             };
             metrics.push(RawMetric {
-                key: key.clone(),
+                key: entry.key.clone(),
                 active,
                 data,
             });
-            true
-        });
+            at += 1;
+        }
+        self.interval = self.interval.wrapping_add(1);
         if expired > 0 {
             self.telemetry.release_series(expired);
+        }
+        if self.entries.capacity() > 2 * self.entries.len() + 1024 {
+            // Many series expired: give the memory back.
+            self.entries.shrink_to(self.entries.len() * 5 / 4);
+            let entries = &self.entries;
+            self.table
+                .shrink_to(entries.len(), |&at| table_hash(entries[at as usize].hash));
         }
         ShardSnapshot {
             metrics,
@@ -295,7 +367,7 @@ mod tests {
     fn sample(name: &str, kind: MetricKind, text: &str, rate: f64) -> Batch {
         let mut batch = Batch::default();
         let mut tags: Vec<Tag<'_>> = Vec::new();
-        KeyEncoder::new(Arc::from(Vec::new())).encode(name, &mut tags, &mut batch.arena);
+        let hash = KeyEncoder::new(Arc::from(Vec::new())).encode(name, &mut tags, &mut batch.arena);
         let key_end = batch.arena.len() as u32;
         let (member_start, member_end) = batch.push_member(text);
         let value = if kind == MetricKind::Set {
@@ -304,6 +376,7 @@ mod tests {
             text.parse().expect("numeric test value")
         };
         batch.samples.push(BatchSample {
+            hash,
             key_start: 0,
             key_end,
             kind,

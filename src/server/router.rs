@@ -107,6 +107,7 @@ impl Router {
                 (0, 0)
             };
             batch.samples.push(BatchSample {
+                hash,
                 key_start,
                 key_end,
                 kind: sample.kind,
