@@ -1,0 +1,296 @@
+//! Heap allocations per line on the hot receive path, in steady state: a [`Router`] parsing
+//! and batching packed datagrams (40 lines each, built like `tallyd-loadgen`'s) and handing
+//! them to a single direct shard (`shards = 1`, no shard thread), which folds them in — all on
+//! the test's thread, as a one-core agent's UDP thread does it.
+//!
+//! A counting `#[global_allocator]` counts `alloc`/`realloc` calls per thread, so tests
+//! running side by side do not see each other's allocations. Each case warms up first (every
+//! series sent once, the router flushed many times) so that the shard's series map and the
+//! router's reused buffers have reached their size; then it counts over 1000 datagrams.
+//!
+//! The figures are printed (`cargo test --test alloc -- --nocapture`) for two receive-cycle
+//! sizes: one datagram per cycle (a lightly loaded agent: `recvmmsg` returns one datagram,
+//! the router flushes after it) and 32 (the default `udp_batch`, a loaded agent). Parsing,
+//! key encoding, tags, sample rates and the shard's fold allocate nothing per line for
+//! counters, gauges and sets with known members. What remains is per receive cycle: in direct
+//! mode `ShardQueue::try_send` consumes the batch, so each cycle the router's fresh batch
+//! grows its arena and sample vector from empty (`Router::route_metric`). Timers also grow
+//! each series' exact-sample vector within an interval (the snapshot takes it away).
+//!
+//! Set `TALLYD_ALLOC_TRACE=N` to print a backtrace for each of the first N allocations
+//! counted in each measurement (two per case), e.g. with `--exact <test> --nocapture`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::Write;
+use std::sync::Arc;
+
+use tallyd::aggregate::{KeyEncoder, Shards, spawn_shards};
+use tallyd::config::Config;
+use tallyd::server::Router;
+use tallyd::telemetry::Telemetry;
+
+/// Counts allocation calls of the current thread, then defers to the system allocator.
+struct Counting;
+
+thread_local! {
+    /// `alloc`, `alloc_zeroed` and `realloc` calls made by this thread.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Backtraces still to print (see `TALLYD_ALLOC_TRACE`).
+    static TRACES_LEFT: Cell<u32> = const { Cell::new(0) };
+    /// Set while a backtrace is captured, whose own allocations must not be traced.
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+// SAFETY: every method defers to `System` with the caller's arguments unchanged; counting
+// only touches const-initialized thread-locals without destructors, through `try_with`.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: the caller's contract for `realloc` is passed on unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc` is passed on unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Counts one allocation call; prints its backtrace while traces are asked for.
+fn note(size: usize) {
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    let trace = TRACES_LEFT.try_with(|left| {
+        let go = left.get() > 0 && TRACING.try_with(|t| !t.replace(true)).unwrap_or(false);
+        if go {
+            left.set(left.get() - 1);
+        }
+        go
+    });
+    if trace == Ok(true) {
+        // Capturing and printing allocate; `TRACING` keeps those from being traced in turn.
+        // Written to stderr directly, past the test harness's capture, errors ignored.
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        let _ = writeln!(
+            std::io::stderr(),
+            "allocation of {size} bytes:\n{backtrace}"
+        );
+        let _ = TRACING.try_with(|t| t.set(false));
+    }
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.try_with(Cell::get).unwrap_or(0)
+}
+
+const LINES_PER_DATAGRAM: usize = 40;
+const MEASURED_DATAGRAMS: usize = 1000;
+/// The default `udp_batch`: datagrams per `recvmmsg`, so per router flush, under load.
+const LOADED_CYCLE: usize = 32;
+
+/// One workload: `series` distinct names, each line rendered by `line(series, value)`.
+struct Case {
+    name: &'static str,
+    series: usize,
+    line: fn(usize, usize) -> String,
+}
+
+/// The datagrams of one cycle over every series, as `tallyd-loadgen` builds them: packed,
+/// `LINES_PER_DATAGRAM` lines each, every series once per cycle, values `i % 1000`.
+fn datagrams(case: &Case) -> Vec<Vec<u8>> {
+    let cycle = case.series.div_ceil(LINES_PER_DATAGRAM) * LINES_PER_DATAGRAM;
+    let mut datagrams = Vec::new();
+    let mut current = Vec::new();
+    for i in 0..cycle {
+        current.extend_from_slice((case.line)(i % case.series, i % 1000).as_bytes());
+        current.push(b'\n');
+        if (i + 1) % LINES_PER_DATAGRAM == 0 {
+            datagrams.push(std::mem::take(&mut current));
+        }
+    }
+    datagrams
+}
+
+/// Allocation calls per line over `MEASURED_DATAGRAMS` datagrams, the router flushed (one
+/// receive cycle ended) every `per_cycle` datagrams.
+fn allocations_per_line(case: &Case, per_cycle: usize) -> f64 {
+    let mut config = Config::default().aggregation;
+    config.shards = 1;
+    let config = Arc::new(config);
+    let telemetry = Arc::new(Telemetry::default());
+    let Shards {
+        data_tx, control, ..
+    } = spawn_shards(config.clone(), telemetry.clone(), 1024).expect("a direct shard");
+    let encoder = KeyEncoder::new(config.global_tags.clone().into());
+    let mut router = Router::new(encoder, data_tx, telemetry.clone());
+    let datagrams = datagrams(case);
+
+    // Warm-up: every series once (the shard creates them all), then enough further cycles
+    // that every reused buffer has met its largest line and datagram.
+    for round in 0..3 {
+        for (i, datagram) in datagrams.iter().enumerate() {
+            router.handle_packet(datagram);
+            if round == 0 || (i + 1) % per_cycle == 0 {
+                router.flush();
+            }
+        }
+        router.flush();
+    }
+    telemetry.take_interval();
+
+    let traces = std::env::var("TALLYD_ALLOC_TRACE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let _ = TRACES_LEFT.try_with(|left| left.set(traces));
+    let before = allocations();
+    for (i, datagram) in datagrams
+        .iter()
+        .cycle()
+        .take(MEASURED_DATAGRAMS)
+        .enumerate()
+    {
+        router.handle_packet(datagram);
+        if (i + 1) % per_cycle == 0 {
+            router.flush();
+        }
+    }
+    router.flush();
+    let counted = allocations() - before;
+    let _ = TRACES_LEFT.try_with(|left| left.set(0));
+
+    // What was measured is the path taken by good lines, and all of them arrived.
+    let lines = (MEASURED_DATAGRAMS * LINES_PER_DATAGRAM) as u64;
+    let internal = telemetry.take_interval();
+    assert_eq!(internal.lines_received, lines, "{}", case.name);
+    assert_eq!(internal.bad_lines_total(), 0, "{}", case.name);
+    assert_eq!(internal.dropped_lines, 0, "{}", case.name);
+    let (reply, snapshots) = crossbeam_channel::unbounded();
+    assert!(control[0].request(false, &reply), "{}", case.name);
+    let snapshot = snapshots.recv().expect("the direct shard's snapshot");
+    assert_eq!(snapshot.metrics.len(), case.series, "{}", case.name);
+
+    counted as f64 / lines as f64
+}
+
+/// Allocation calls per line at both receive-cycle sizes.
+struct Figures {
+    /// One datagram per receive cycle.
+    light: f64,
+    /// `LOADED_CYCLE` datagrams per receive cycle.
+    loaded: f64,
+}
+
+/// Measures both cycle sizes and prints the figures.
+fn measure(case: &Case) -> Figures {
+    let figures = Figures {
+        light: allocations_per_line(case, 1),
+        loaded: allocations_per_line(case, LOADED_CYCLE),
+    };
+    eprintln!(
+        "{:<20} {:>6} series: {:.4} allocations/line at 1 datagram per receive cycle, \
+         {:.4} at {LOADED_CYCLE}",
+        case.name, case.series, figures.light, figures.loaded
+    );
+    figures
+}
+
+/// The fresh batch of each receive cycle, amortized over one datagram's 40 lines: its arena
+/// and sample vector grow from empty, 12 allocation calls for 40 counter lines (0.3 a line).
+/// Anything a line allocated for itself would add at least 1.
+const LIGHT_BOUND: f64 = 0.5;
+/// The same amortized over 32 datagrams (a batch is sent every 1024 samples): about 0.03.
+const LOADED_BOUND: f64 = 0.05;
+
+/// Asserts that lines allocate nothing beyond the growth of each cycle's fresh batch.
+fn assert_only_batch_growth(case: &Case) {
+    let figures = measure(case);
+    assert!(
+        figures.light < LIGHT_BOUND && figures.loaded < LOADED_BOUND,
+        "{}: {} and {} allocations per line",
+        case.name,
+        figures.light,
+        figures.loaded
+    );
+}
+
+#[test]
+fn counters_allocate_only_a_fresh_batch_per_receive_cycle() {
+    assert_only_batch_growth(&Case {
+        name: "counters",
+        series: 10_000,
+        line: |series, _| format!("loadgen.counter.{series}:1|c"),
+    });
+}
+
+#[test]
+fn counters_with_a_sample_rate_allocate_only_a_fresh_batch_per_receive_cycle() {
+    assert_only_batch_growth(&Case {
+        name: "counters @0.5",
+        series: 10_000,
+        line: |series, _| format!("loadgen.counter.{series}:1|c|@0.5"),
+    });
+}
+
+#[test]
+fn gauges_allocate_only_a_fresh_batch_per_receive_cycle() {
+    assert_only_batch_growth(&Case {
+        name: "gauges",
+        series: 10_000,
+        line: |series, value| format!("loadgen.gauge.{series}:{value}|g"),
+    });
+}
+
+#[test]
+fn tagged_counters_allocate_only_a_fresh_batch_per_receive_cycle() {
+    assert_only_batch_growth(&Case {
+        name: "counters |#a:b,c:d",
+        series: 10_000,
+        line: |series, _| format!("loadgen.counter.{series}:1|c|#a:b,c:d"),
+    });
+}
+
+#[test]
+fn sets_with_known_members_allocate_only_a_fresh_batch_per_receive_cycle() {
+    // Each series sees the same member every cycle (as from the load generator), so the
+    // member sets stop growing after the warm-up; new members would grow them.
+    assert_only_batch_growth(&Case {
+        name: "sets",
+        series: 10_000,
+        line: |series, value| format!("loadgen.set.{series}:{value}|s"),
+    });
+}
+
+#[test]
+fn timers_also_grow_their_exact_sample_vectors_within_an_interval() {
+    // Each series' sample vector grows through the interval (room for 4, 8, 16, ... values)
+    // and the snapshot takes it, so every interval grows it again from empty. Here each
+    // series goes from 3 samples (warm-up) to 7, one growth (at 4) per series: 10 000 over
+    // 40 000 lines, 0.25 a line on top of the fresh batches.
+    let figures = measure(&Case {
+        name: "timers",
+        series: 10_000,
+        line: |series, value| format!("loadgen.timer.{series}:{value}|ms"),
+    });
+    assert!(
+        figures.light < LIGHT_BOUND + 0.25 && figures.loaded < LOADED_BOUND + 0.25,
+        "timers: {} and {} allocations per line",
+        figures.light,
+        figures.loaded
+    );
+}
