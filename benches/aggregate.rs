@@ -54,8 +54,8 @@ fn aggregate(c: &mut Criterion) {
                     (shard, batches(kind))
                 },
                 |(mut shard, batches)| {
-                    for batch in batches {
-                        shard.add(batch);
+                    for mut batch in batches {
+                        shard.add(&mut batch);
                     }
                     shard
                 },

@@ -41,6 +41,14 @@ impl Batch {
         self.samples.is_empty() && self.events.is_empty()
     }
 
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.samples.clear();
+        self.events.clear();
+        self.lines = 0;
+    }
+
     /// Roughly the memory the batch holds, for the queue's byte bound.
     pub fn weight(&self) -> usize {
         self.arena.capacity()

@@ -40,12 +40,14 @@ enum Queue {
 }
 
 impl ShardQueue {
-    /// Queues a batch without waiting (or folds it in, for a direct shard); gives it back
-    /// when the queue is full (in batches or bytes) or closed.
+    /// Queues the batch without waiting (or folds it in, for a direct shard) and leaves
+    /// `batch` empty for the next cycle; a direct shard leaves its buffers in place, so a
+    /// one-core agent's receive thread reuses them instead of allocating.
     ///
     /// # Errors
-    /// The batch, when it could not be queued.
-    pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
+    /// [`QueueFull`] when the queue is full (in batches or bytes) or closed: the batch's
+    /// samples are not queued, and `batch` is emptied all the same.
+    pub fn try_send(&self, batch: &mut Batch) -> Result<(), QueueFull> {
         let (tx, bytes) = match &self.0 {
             Queue::Channel { tx, bytes } => (tx, bytes),
             Queue::Direct(shard) => {
@@ -56,17 +58,24 @@ impl ShardQueue {
         let weight = batch.weight();
         if bytes.fetch_add(weight, Ordering::Relaxed) + weight > MAX_QUEUED_BYTES {
             bytes.fetch_sub(weight, Ordering::Relaxed);
-            return Err(batch);
+            batch.clear();
+            return Err(QueueFull);
         }
-        match tx.try_send(batch) {
+        match tx.try_send(std::mem::take(batch)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+            Err(TrySendError::Full(mut refused) | TrySendError::Disconnected(mut refused)) => {
                 bytes.fetch_sub(weight, Ordering::Relaxed);
-                Err(batch)
+                refused.clear();
+                *batch = refused;
+                Err(QueueFull)
             }
         }
     }
 }
+
+/// A shard's queue refused a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
 
 /// A shard's state stays consistent across a panic elsewhere (none is expected): take it.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -192,10 +201,18 @@ mod tests {
             Arc::new(Telemetry::default()),
         )
         .with_queue_bytes(bytes(&queue));
-        assert!(queue.try_send(batch_of(MAX_QUEUED_BYTES / 2)).is_ok());
-        assert!(queue.try_send(batch_of(MAX_QUEUED_BYTES / 2 + 1)).is_err());
-        shard.add(rx.try_recv().expect("queued"));
+        assert!(queue.try_send(&mut batch_of(MAX_QUEUED_BYTES / 2)).is_ok());
+        assert!(
+            queue
+                .try_send(&mut batch_of(MAX_QUEUED_BYTES / 2 + 1))
+                .is_err()
+        );
+        shard.add(&mut rx.try_recv().expect("queued"));
         assert_eq!(bytes(&queue).load(Ordering::Relaxed), 0);
-        assert!(queue.try_send(batch_of(MAX_QUEUED_BYTES / 2 + 1)).is_ok());
+        assert!(
+            queue
+                .try_send(&mut batch_of(MAX_QUEUED_BYTES / 2 + 1))
+                .is_ok()
+        );
     }
 }

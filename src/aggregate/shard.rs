@@ -143,7 +143,7 @@ impl Shard {
                 select! {
                     recv(data_rx) -> batch => {
                         match batch {
-                            Ok(batch) => self.add(batch),
+                            Ok(mut batch) => self.add(&mut batch),
                             Err(_) => data_open = false,
                         }
                         continue;
@@ -158,15 +158,15 @@ impl Shard {
                     // What is already queued belongs to the interval that is ending.
                     for _ in 0..data_rx.len() {
                         match data_rx.try_recv() {
-                            Ok(batch) => self.add(batch),
+                            Ok(mut batch) => self.add(&mut batch),
                             Err(_) => break,
                         }
                     }
                     let _ = reply.send(self.snapshot());
                 }
                 Ok(Control::Final(reply)) => {
-                    for batch in data_rx.iter() {
-                        self.add(batch);
+                    for mut batch in data_rx.iter() {
+                        self.add(&mut batch);
                     }
                     let _ = reply.send(self.snapshot());
                     return;
@@ -176,8 +176,8 @@ impl Shard {
         }
     }
 
-    /// Folds one batch into the series.
-    pub fn add(&mut self, mut batch: Batch) {
+    /// Folds one batch into the series and leaves it empty, its buffers kept for reuse.
+    pub fn add(&mut self, batch: &mut Batch) {
         if let Some(bytes) = &self.queue_bytes {
             bytes.fetch_sub(batch.weight(), std::sync::atomic::Ordering::Relaxed);
         }
@@ -201,6 +201,7 @@ impl Shard {
                 .unwrap_or_default();
             self.add_sample(key, member, sample);
         }
+        batch.clear();
     }
 
     fn add_sample(&mut self, key: &[u8], member: &[u8], sample: &BatchSample) {
@@ -412,8 +413,8 @@ mod tests {
     #[test]
     fn counter_adds_value_over_rate_and_resets_each_interval() {
         let (mut shard, _) = shard(|_| {});
-        shard.add(sample("hits", MetricKind::Counter, "3", 0.5));
-        shard.add(sample("hits", MetricKind::Counter, "-1", 1.0));
+        shard.add(&mut sample("hits", MetricKind::Counter, "3", 0.5));
+        shard.add(&mut sample("hits", MetricKind::Counter, "-1", 1.0));
         let first = shard.snapshot();
         assert_eq!(values(&first)[0].3, "counter 5");
         let second = shard.snapshot();
@@ -431,11 +432,11 @@ mod tests {
     #[test]
     fn gauge_deltas_apply_to_current_value_and_persist() {
         let (mut shard, _) = shard(|_| {});
-        shard.add(sample("depth", MetricKind::Gauge, "+4", 1.0));
-        shard.add(sample("depth", MetricKind::Gauge, "-1", 0.1));
+        shard.add(&mut sample("depth", MetricKind::Gauge, "+4", 1.0));
+        shard.add(&mut sample("depth", MetricKind::Gauge, "-1", 0.1));
         assert_eq!(values(&shard.snapshot())[0].3, "gauge 3");
-        shard.add(sample("depth", MetricKind::Gauge, "10", 1.0));
-        shard.add(sample("depth", MetricKind::Gauge, "+1", 1.0));
+        shard.add(&mut sample("depth", MetricKind::Gauge, "10", 1.0));
+        shard.add(&mut sample("depth", MetricKind::Gauge, "+1", 1.0));
         assert_eq!(values(&shard.snapshot())[0].3, "gauge 11");
         let idle = values(&shard.snapshot());
         assert_eq!(
@@ -447,8 +448,8 @@ mod tests {
     #[test]
     fn gauge_deltas_off_makes_signed_values_set() {
         let (mut shard, _) = shard(|c| c.gauge_deltas = false);
-        shard.add(sample("temp", MetricKind::Gauge, "7", 1.0));
-        shard.add(sample("temp", MetricKind::Gauge, "-5", 1.0));
+        shard.add(&mut sample("temp", MetricKind::Gauge, "7", 1.0));
+        shard.add(&mut sample("temp", MetricKind::Gauge, "-5", 1.0));
         assert_eq!(values(&shard.snapshot())[0].3, "gauge -5");
     }
 
@@ -456,7 +457,7 @@ mod tests {
     fn set_counts_distinct_members_per_interval() {
         let (mut shard, _) = shard(|_| {});
         for member in ["a", "b", "a", "c", "b"] {
-            shard.add(sample("users", MetricKind::Set, member, 1.0));
+            shard.add(&mut sample("users", MetricKind::Set, member, 1.0));
         }
         assert_eq!(values(&shard.snapshot())[0].3, "set 3");
         assert_eq!(values(&shard.snapshot())[0].3, "set 0");
@@ -465,8 +466,8 @@ mod tests {
     #[test]
     fn same_name_with_another_type_is_another_series() {
         let (mut shard, _) = shard(|_| {});
-        shard.add(sample("req", MetricKind::Counter, "1", 1.0));
-        shard.add(sample("req", MetricKind::Timer, "250", 1.0));
+        shard.add(&mut sample("req", MetricKind::Counter, "1", 1.0));
+        shard.add(&mut sample("req", MetricKind::Timer, "250", 1.0));
         let got = values(&shard.snapshot());
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, MetricKind::Counter);
@@ -478,7 +479,7 @@ mod tests {
     fn idle_series_are_emitted_until_ttl_then_dropped() {
         // 10 s interval, 30 s ttl: idle at flushes 2 and 3 (10 s, 20 s), dropped at 4 (30 s).
         let (mut shard, telemetry) = shard(|c| c.series_ttl = Duration::from_secs(30));
-        shard.add(sample("lat", MetricKind::Timer, "5", 1.0));
+        shard.add(&mut sample("lat", MetricKind::Timer, "5", 1.0));
         assert_eq!(values(&shard.snapshot())[0].3, "dist");
         assert_eq!(values(&shard.snapshot())[0].3, "dist idle");
         assert_eq!(values(&shard.snapshot())[0].3, "dist idle");
@@ -489,7 +490,7 @@ mod tests {
     #[test]
     fn zero_ttl_drops_a_series_at_its_first_idle_flush() {
         let (mut shard, _) = shard(|c| c.series_ttl = Duration::ZERO);
-        shard.add(sample("g", MetricKind::Gauge, "1", 1.0));
+        shard.add(&mut sample("g", MetricKind::Gauge, "1", 1.0));
         assert_eq!(shard.snapshot().metrics.len(), 1);
         assert!(shard.snapshot().metrics.is_empty());
     }
@@ -497,10 +498,10 @@ mod tests {
     #[test]
     fn a_sample_revives_an_idle_series_and_resets_its_ttl() {
         let (mut shard, _) = shard(|c| c.series_ttl = Duration::from_secs(20));
-        shard.add(sample("c", MetricKind::Counter, "1", 1.0));
+        shard.add(&mut sample("c", MetricKind::Counter, "1", 1.0));
         shard.snapshot();
         shard.snapshot(); // idle 10 s
-        shard.add(sample("c", MetricKind::Counter, "2", 1.0));
+        shard.add(&mut sample("c", MetricKind::Counter, "2", 1.0));
         assert_eq!(values(&shard.snapshot())[0].3, "counter 2");
         assert_eq!(shard.snapshot().metrics.len(), 1); // idle 10 s again
         assert!(shard.snapshot().metrics.is_empty()); // idle 20 s
@@ -509,11 +510,11 @@ mod tests {
     #[test]
     fn samples_for_new_series_beyond_max_series_are_dropped_and_counted() {
         let (mut shard, telemetry) = shard(|c| c.max_series = 2);
-        shard.add(sample("a", MetricKind::Counter, "1", 1.0));
-        shard.add(sample("b", MetricKind::Counter, "1", 1.0));
-        shard.add(sample("c", MetricKind::Counter, "1", 1.0));
-        shard.add(sample("c", MetricKind::Counter, "1", 1.0));
-        shard.add(sample("a", MetricKind::Counter, "1", 1.0));
+        shard.add(&mut sample("a", MetricKind::Counter, "1", 1.0));
+        shard.add(&mut sample("b", MetricKind::Counter, "1", 1.0));
+        shard.add(&mut sample("c", MetricKind::Counter, "1", 1.0));
+        shard.add(&mut sample("c", MetricKind::Counter, "1", 1.0));
+        shard.add(&mut sample("a", MetricKind::Counter, "1", 1.0));
         let got = values(&shard.snapshot());
         assert_eq!(
             got.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
@@ -538,11 +539,11 @@ mod tests {
             },
             Vec::new(),
         );
-        let batch = Batch {
+        let mut batch = Batch {
             events: vec![check; MAX_EVENTS + 5],
             ..Default::default()
         };
-        shard.add(batch);
+        shard.add(&mut batch);
         assert_eq!(shard.snapshot().events.len(), MAX_EVENTS);
         assert_eq!(telemetry.take_interval().dropped_events, 5);
         assert!(shard.snapshot().events.is_empty());
@@ -576,19 +577,19 @@ mod tests {
                     match kind {
                         0 => {
                             let text = value.to_string();
-                            shard.add(sample(&name, MetricKind::Counter, &text, rate));
+                            shard.add(&mut sample(&name, MetricKind::Counter, &text, rate));
                             *counters.entry(name).or_default() += f64::from(value) / rate;
                         }
                         1 => {
                             let text = if signed && value >= 0 { format!("+{value}") } else { value.to_string() };
                             let is_delta = deltas && text.starts_with(['+', '-']);
-                            shard.add(sample(&name, MetricKind::Gauge, &text, rate));
+                            shard.add(&mut sample(&name, MetricKind::Gauge, &text, rate));
                             let gauge = gauges.entry(name).or_default();
                             if is_delta { *gauge += f64::from(value) } else { *gauge = f64::from(value) }
                         }
                         _ => {
                             let member = format!("m{}", value % 7);
-                            shard.add(sample(&name, MetricKind::Set, &member, rate));
+                            shard.add(&mut sample(&name, MetricKind::Set, &member, rate));
                             sets.entry(name).or_default().insert(member);
                         }
                     }

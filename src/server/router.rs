@@ -143,7 +143,7 @@ impl Router {
     }
 
     fn send(&mut self, shard: usize) {
-        let batch = std::mem::take(&mut self.batches[shard]);
+        let batch = &mut self.batches[shard];
         let lines = batch.lines;
         if self.shards[shard].try_send(batch).is_err() {
             self.counts.dropped_lines += lines;
