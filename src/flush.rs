@@ -16,6 +16,13 @@ use crate::config::Config;
 use crate::record::{Figures, Metric, Record};
 use crate::telemetry::Telemetry;
 
+// The record's metrics are collected in place from a shard's snapshot (see `build`), which
+// needs the two to have the same size and alignment.
+const _: () = assert!(
+    std::mem::size_of::<RawMetric>() == std::mem::size_of::<Metric>()
+        && std::mem::align_of::<RawMetric>() == std::mem::align_of::<Metric>()
+);
+
 /// A request to the flusher besides its own ticks.
 #[derive(Debug)]
 pub enum Command {
@@ -142,17 +149,23 @@ impl Flusher {
 
     fn build(&self, snapshots: Vec<ShardSnapshot>) -> Record {
         let interval_s = self.config.aggregation.flush_interval.as_secs_f64();
-        let total = snapshots.iter().map(|s| s.metrics.len()).sum();
-        let mut metrics = Vec::with_capacity(total);
+        let total: usize = snapshots.iter().map(|s| s.metrics.len()).sum();
+        let mut metrics: Vec<Metric> = Vec::new();
         let mut events = Vec::new();
         for snapshot in snapshots {
             events.extend(snapshot.events);
-            metrics.extend(
-                snapshot
-                    .metrics
-                    .into_iter()
-                    .map(|raw| self.figures(raw, interval_s)),
-            );
+            let figures = snapshot
+                .metrics
+                .into_iter()
+                .map(|raw| self.figures(raw, interval_s));
+            if metrics.capacity() == 0 {
+                // Collected in place: the snapshot's vector becomes the record's, so a
+                // million series do not need both at once.
+                metrics = figures.collect();
+                metrics.reserve(total - metrics.len());
+            } else {
+                metrics.extend(figures);
+            }
         }
         metrics.sort_unstable_by(|a, b| a.key.record_order(&b.key));
         Record {
@@ -169,10 +182,7 @@ impl Flusher {
 
     fn figures(&self, raw: RawMetric, interval_s: f64) -> Metric {
         let figures = match raw.data {
-            RawData::Counter(count) => Figures::Counter {
-                count,
-                rate: count / interval_s,
-            },
+            RawData::Counter(count) => Figures::Counter { count },
             RawData::Gauge(value) => Figures::Gauge { value },
             RawData::Set(count) => Figures::Set {
                 count: count as f64,

@@ -40,9 +40,16 @@ pub struct Metric {
 /// The figures of each metric kind.
 #[derive(Debug, Clone)]
 pub enum Figures {
-    Counter { count: f64, rate: f64 },
-    Gauge { value: f64 },
-    Set { count: f64 },
+    /// The rate is the count over the record's interval, worked out where it is written.
+    Counter {
+        count: f64,
+    },
+    Gauge {
+        value: f64,
+    },
+    Set {
+        count: f64,
+    },
     Dist(Box<DistFigures>),
 }
 
@@ -65,23 +72,24 @@ pub struct AlertEvent {
 }
 
 impl Metric {
-    /// Calls `f(name, value)` for every figure, in record order.
-    pub fn for_each_figure(&self, distribution: &DistributionConfig, mut f: impl FnMut(&str, f64)) {
+    /// Calls `f(name, value)` for every figure, in record order; `record` is the one the
+    /// metric belongs to (its interval and percentiles name and scale the figures).
+    pub fn for_each_figure(&self, record: &Record, mut f: impl FnMut(&str, f64)) {
         match &self.figures {
-            Figures::Counter { count, rate } => {
+            Figures::Counter { count } => {
                 f("count", *count);
-                f("rate", *rate);
+                f("rate", *count / (record.interval_ms as f64 / 1000.0));
             }
             Figures::Gauge { value } => f("value", *value),
             Figures::Set { count } => f("count", *count),
-            Figures::Dist(figures) => figures.for_each(distribution, f),
+            Figures::Dist(figures) => figures.for_each(&record.distribution, f),
         }
     }
 
     /// One figure by name (`count`, `upper_99`, ...), if the series has it this interval.
-    pub fn figure(&self, distribution: &DistributionConfig, stat: &str) -> Option<f64> {
+    pub fn figure(&self, record: &Record, stat: &str) -> Option<f64> {
         let mut found = None;
-        self.for_each_figure(distribution, |name, value| {
+        self.for_each_figure(record, |name, value| {
             if found.is_none() && name == stat {
                 found = Some(value);
             }
@@ -144,7 +152,7 @@ fn serialize_tag_pairs<S: Serializer>(tags: &[(String, String)], s: S) -> Result
 
 struct MetricJson<'a> {
     metric: &'a Metric,
-    distribution: &'a DistributionConfig,
+    record: &'a Record,
 }
 
 impl Serialize for MetricJson<'_> {
@@ -155,12 +163,11 @@ impl Serialize for MetricJson<'_> {
         map.serialize_entry("type", key.kind().as_str())?;
         map.serialize_entry("tags", &Tags(key))?;
         let mut result = Ok(());
-        self.metric
-            .for_each_figure(self.distribution, |name, value| {
-                if result.is_ok() {
-                    result = map.serialize_entry(name, &Number(value));
-                }
-            });
+        self.metric.for_each_figure(self.record, |name, value| {
+            if result.is_ok() {
+                result = map.serialize_entry(name, &Number(value));
+            }
+        });
         result?;
         map.end()
     }
@@ -174,7 +181,7 @@ impl Serialize for Metrics<'_> {
         for metric in &self.0.metrics {
             seq.serialize_element(&MetricJson {
                 metric,
-                distribution: &self.0.distribution,
+                record: self.0,
             })?;
         }
         seq.end()

@@ -129,7 +129,7 @@ impl Alerter {
     /// Whether rule `r` holds for a series (`None`: gone from the record), and the value.
     fn condition(&self, r: u32, metric: Option<&Metric>, record: &Record) -> (bool, Option<f64>) {
         let rule = &self.rules[r as usize];
-        let value = metric.and_then(|m| m.figure(&record.distribution, &rule.stat));
+        let value = metric.and_then(|m| m.figure(record, &rule.stat));
         let holds = match rule.op {
             Op::Absent => metric.is_none_or(|m| !m.active),
             op => value.is_some_and(|v| op.holds(v, rule.threshold)),

@@ -64,7 +64,7 @@ pub fn write_text(out: &mut impl Write, record: &Record) -> std::io::Result<()> 
             write!(out, "{{{}}}", joined.join(","))?;
         }
         let mut result = Ok(());
-        metric.for_each_figure(&record.distribution, |name, value| {
+        metric.for_each_figure(record, |name, value| {
             if result.is_ok() {
                 result = write!(out, " {name}={value}");
             }
