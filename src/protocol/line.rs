@@ -21,9 +21,21 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// Splits a datagram/TCP chunk into lines: on `\n`, drops one `\r` before the line end, skips
 /// empty lines; the final line without `\n` is yielded too.
 pub fn lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    buf.split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.is_empty())
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(end) => (&rest[..end], &rest[end + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                return Some(line);
+            }
+        }
+        None
+    })
 }
 
 /// Parses one line (no `\n`; a trailing `\r` already removed). For a metric line it fills
@@ -34,6 +46,24 @@ pub fn lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
 ///
 /// The reason the whole line is dropped; `out` is left empty.
 pub fn parse_line<'a>(line: &'a [u8], out: &mut MetricLine<'a>) -> Result<Parsed, ParseError> {
+    out.clear();
+    if let Some(result) = super::fast::metric(line, out) {
+        return match result {
+            Ok(()) => Ok(Parsed::Metric),
+            Err(err) => {
+                out.clear();
+                Err(err)
+            }
+        };
+    }
+    parse_general(line, out)
+}
+
+/// The whole grammar, for every line the fast path leaves.
+pub(super) fn parse_general<'a>(
+    line: &'a [u8],
+    out: &mut MetricLine<'a>,
+) -> Result<Parsed, ParseError> {
     out.clear();
     let text = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
     if text.starts_with(event::EVENT_PREFIX) {
@@ -135,9 +165,9 @@ pub(super) fn has_control(text: &str) -> bool {
 }
 
 /// Where the last sample's values start in `MetricLine::samples`, and whether it has a rate.
-struct LastSample {
-    start: usize,
-    has_rate: bool,
+pub(super) struct LastSample {
+    pub(super) start: usize,
+    pub(super) has_rate: bool,
 }
 
 /// Reads `sample (":" sample)*`; returns the last sample and the rest of the line, which is
@@ -233,7 +263,7 @@ fn convert_values(samples: &mut [Sample<'_>], kind: MetricKind) -> Result<(), Pa
 
 /// A set member is any non-empty text without control characters (value 0); other kinds
 /// read a decimal number, and timers may not be negative.
-fn sample_value(text: &str, kind: MetricKind) -> Result<f64, ParseError> {
+pub(super) fn sample_value(text: &str, kind: MetricKind) -> Result<f64, ParseError> {
     if kind == MetricKind::Set {
         if text.is_empty() || has_control(text) {
             return Err(ParseError::InvalidValue);
@@ -302,7 +332,7 @@ fn parse_rate(text: &str) -> Result<f64, ParseError> {
 }
 
 /// Reads the `|@rate` that may follow a sample's type; returns it and the rest of the line.
-fn sample_rate(rest: &str) -> Result<(Option<f64>, &str), ParseError> {
+pub(super) fn sample_rate(rest: &str) -> Result<(Option<f64>, &str), ParseError> {
     let Some(after) = rest.strip_prefix("|@") else {
         return Ok((None, rest));
     };
@@ -318,7 +348,7 @@ fn set_rate(samples: &mut [Sample<'_>], rate: f64) {
 
 /// Reads the fields after the last sample: `|#tags` once, `|@rate` when the last sample has
 /// none yet, and the ignored fields.
-fn parse_trailer<'a>(
+pub(super) fn parse_trailer<'a>(
     rest: &'a str,
     mut last: LastSample,
     name_tags: bool,

@@ -3,6 +3,7 @@
 
 mod error;
 mod event;
+mod fast;
 mod line;
 mod types;
 

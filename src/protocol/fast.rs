@@ -1,0 +1,194 @@
+//! The fast path for the common metric line: a plain ASCII `name:value|type` (not a set),
+//! maybe followed by `|@rate`, `|#tags` and ignored fields. One pass over the name with a
+//! byte table stands in for the general path's UTF-8 check and its separate scans for
+//! `:`, tag separators, `|` and control characters. Every other line (tags in the name,
+//! several values, sets, non-ASCII names, events) is left to the general path by returning
+//! `None`, and where the fast path answers, it answers as the general path would (a
+//! property test holds the two together).
+
+use super::error::ParseError;
+use super::line::{LastSample, MAX_NAME_BYTES, parse_trailer, sample_rate, sample_value};
+use super::types::{MetricKind, MetricLine, Sample};
+
+/// Bytes a plain name may hold: printable ASCII without the separators `:` `|` `;` `,`.
+const NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = !matches!(b as u8, b':' | b'|' | b';' | b',');
+        b += 1;
+    }
+    table
+};
+
+/// Bytes a plain number may hold.
+const NUMBER: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'0'..=b'9' | b'+' | b'-' | b'.' | b'e' | b'E');
+        b += 1;
+    }
+    table
+};
+
+/// Parses `line` into `out` when it has the common shape; `None` leaves it to the general
+/// path. `out` is empty on entry.
+pub(super) fn metric<'a>(
+    line: &'a [u8],
+    out: &mut MetricLine<'a>,
+) -> Option<Result<(), ParseError>> {
+    let colon = line.iter().position(|&b| !NAME[usize::from(b)])?;
+    if line[colon] != b':' || colon == 0 || colon > MAX_NAME_BYTES {
+        return None;
+    }
+    let rest = &line[colon + 1..];
+    let bar = rest.iter().position(|&b| !NUMBER[usize::from(b)])?;
+    if rest[bar] != b'|' {
+        return None;
+    }
+    let (kind, type_len) = match &rest[bar + 1..] {
+        [b'm', b's', ..] => (MetricKind::Timer, 2),
+        [b'c' | b'm', ..] => (MetricKind::Counter, 1),
+        [b'g', ..] => (MetricKind::Gauge, 1),
+        [b'h', ..] => (MetricKind::Histogram, 1),
+        [b'd', ..] => (MetricKind::Distribution, 1),
+        _ => return None,
+    };
+    let after_type = &rest[bar + 1 + type_len..];
+    if !matches!(after_type.first(), None | Some(b'|')) {
+        return None;
+    }
+    // The name and value are ASCII (checked above); the rest may be any UTF-8, and a line
+    // that is not UTF-8 at all is the general path's to reject first.
+    let name = std::str::from_utf8(&line[..colon]).ok()?;
+    let text = std::str::from_utf8(&rest[..bar]).ok()?;
+    let trailer = std::str::from_utf8(after_type).ok()?;
+    let (rate, trailer) = match sample_rate(trailer) {
+        Ok((_, next)) if next.starts_with(':') => return None,
+        Ok(found) => found,
+        Err(err) => return Some(sample_value(text, kind).and(Err(err))),
+    };
+    let value = match sample_value(text, kind) {
+        Ok(value) => value,
+        Err(err) => return Some(Err(err)),
+    };
+    out.name = name;
+    out.samples.push(Sample {
+        kind,
+        value,
+        signed: text.starts_with(['+', '-']),
+        text,
+        rate: rate.unwrap_or(1.0),
+    });
+    let last = LastSample {
+        start: 0,
+        has_rate: rate.is_some(),
+    };
+    Some(parse_trailer(trailer, last, false, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::protocol::line::parse_general;
+    use crate::protocol::types::Parsed;
+
+    /// What a parse gave, comparable across the two paths.
+    fn outcome(result: Result<(), ParseError>, out: &MetricLine<'_>) -> Result<String, ParseError> {
+        result.map(|()| format!("{} {:?} {:?}", out.name, out.tags, out.samples))
+    }
+
+    fn both(line: &str) -> Option<(Result<String, ParseError>, Result<String, ParseError>)> {
+        let mut fast_out = MetricLine::default();
+        let fast = metric(line.as_bytes(), &mut fast_out)?;
+        let fast = outcome(fast, &fast_out);
+        let mut general_out = MetricLine::default();
+        let general = parse_general(line.as_bytes(), &mut general_out);
+        let general = match general {
+            Ok(Parsed::Metric) => outcome(Ok(()), &general_out),
+            Ok(other) => panic!("{line:?} parsed as {other:?}"),
+            Err(err) => Err(err),
+        };
+        Some((fast, general))
+    }
+
+    #[test]
+    fn the_fast_path_takes_the_common_shapes() {
+        for line in [
+            "api.hits:1|c",
+            "api.hits:-2.5|c|@0.5",
+            "lat:12.25|ms|#env:prod,zone:a",
+            "depth:+3|g|T1700000000",
+            "x:1|h|@0.25|#a:b",
+        ] {
+            let (fast, general) = both(line).expect("fast path");
+            assert_eq!(fast, general, "{line}");
+            assert!(fast.is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_leaves_other_shapes_to_the_general_path() {
+        for line in [
+            "users:alice|s",
+            "a;env=prod:1|c",
+            "a,env=prod:1|c",
+            "a:1:2|c",
+            "a:1|c|@0.5:2|c",
+            "é:1|c",
+            "_e{1,1}:a|b",
+            "_sc|a|0",
+            ":1|c",
+            "a:1|x",
+            "a:1|cc",
+        ] {
+            assert!(both(line).is_none(), "{line}");
+        }
+    }
+
+    #[test]
+    fn errors_match_the_general_path() {
+        for line in [
+            "a:1.2.3|c",
+            "a:-1|ms",
+            "a:1|c|@2",
+            "a:x1|c|@2",
+            "a:1|c|#env:prod|#zone:a",
+            "a:1|c||",
+            "a:1|c|zzz",
+            "a:|c",
+            "a:1|c|@0.5|@0.5",
+        ] {
+            if let Some((fast, general)) = both(line) {
+                assert_eq!(fast, general, "{line}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_answers_as_the_general_path_does(
+            line in "[a-z.é]{0,4}[:|@#,;=a-z0-9.eE+-]{0,24}",
+        ) {
+            if let Some((fast, general)) = both(&line) {
+                prop_assert_eq!(fast, general, "{}", line);
+            }
+        }
+
+        #[test]
+        fn common_lines_with_noise_answer_as_the_general_path_does(
+            name in "[a-z._]{1,8}",
+            value in "[0-9.eE+-]{0,6}",
+            kind in "(c|g|ms|h|d|m|s|x)",
+            tail in "(\\|[@#a-z:0-9.,]{0,8}){0,3}",
+        ) {
+            let line = format!("{name}:{value}|{kind}{tail}");
+            if let Some((fast, general)) = both(&line) {
+                prop_assert_eq!(fast, general, "{}", line);
+            }
+        }
+    }
+}
