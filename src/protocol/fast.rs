@@ -59,11 +59,11 @@ pub(super) fn metric<'a>(
     if !matches!(after_type.first(), None | Some(b'|')) {
         return None;
     }
-    // The name and value are ASCII (checked above); the rest may be any UTF-8, and a line
-    // that is not UTF-8 at all is the general path's to reject first.
-    let name = std::str::from_utf8(&line[..colon]).ok()?;
-    let text = std::str::from_utf8(&rest[..bar]).ok()?;
+    // The rest may be any UTF-8; a line that is not UTF-8 at all is the general path's to
+    // reject first.
     let trailer = std::str::from_utf8(after_type).ok()?;
+    let name = ascii(&line[..colon]);
+    let text = ascii(&rest[..bar]);
     let (rate, trailer) = match sample_rate(trailer) {
         Ok((_, next)) if next.starts_with(':') => return None,
         Ok(found) => found,
@@ -86,6 +86,14 @@ pub(super) fn metric<'a>(
         has_rate: rate.is_some(),
     };
     Some(parse_trailer(trailer, last, false, out))
+}
+
+/// Views bytes the tables above accepted (all ASCII) as text.
+fn ascii(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: every byte passed the NAME or NUMBER table, which admit ASCII only, and ASCII
+    // is valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 #[cfg(test)]

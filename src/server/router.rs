@@ -91,15 +91,24 @@ impl Router {
     }
 
     fn route_metric(&mut self, parsed: &mut MetricLine<'_>) {
-        self.key.clear();
-        let hash = self
-            .encoder
-            .encode(parsed.name, &mut parsed.tags, &mut self.key);
-        let shard = shard_of(hash, self.batches.len());
+        let (shard, hash, key_start, key_end) = if self.batches.len() == 1 {
+            // One shard: the key goes straight into its batch.
+            let arena = &mut self.batches[0].arena;
+            let key_start = arena.len() as u32;
+            let hash = self.encoder.encode(parsed.name, &mut parsed.tags, arena);
+            (0, hash, key_start, arena.len() as u32)
+        } else {
+            self.key.clear();
+            let hash = self
+                .encoder
+                .encode(parsed.name, &mut parsed.tags, &mut self.key);
+            let shard = shard_of(hash, self.batches.len());
+            let arena = &mut self.batches[shard].arena;
+            let key_start = arena.len() as u32;
+            arena.extend_from_slice(&self.key);
+            (shard, hash, key_start, arena.len() as u32)
+        };
         let batch = &mut self.batches[shard];
-        let key_start = batch.arena.len() as u32;
-        batch.arena.extend_from_slice(&self.key);
-        let key_end = batch.arena.len() as u32;
         for sample in &parsed.samples {
             let (member_start, member_end) = if sample.kind == crate::protocol::MetricKind::Set {
                 batch.push_member(sample.text)
