@@ -67,7 +67,7 @@ def peak_rss_bytes(pid):
     return 0
 
 
-def run_once(scenario, rate, duration, pin, workdir):
+def run_once(scenario, rate, duration, pin, workdir, server_extra=()):
     port = free_port()
     out = os.path.join(workdir, f"{scenario}-{rate}.jsonl")
     config = os.path.join(workdir, "tallyd.toml")
@@ -75,6 +75,7 @@ def run_once(scenario, rate, duration, pin, workdir):
         f.write(f"""[server]
 udp = ["127.0.0.1:{port}"]
 udp_recv_buffer_bytes = 33554432
+{chr(10).join(server_extra)}
 [aggregation]
 flush_interval_ms = {FLUSH_MS.get(scenario, 1000)}
 [[backends]]
@@ -139,6 +140,8 @@ def main():
     parser.add_argument("--duration", type=float, default=4.0, help="seconds of load per run")
     parser.add_argument("--pin", action="store_true", help="agent on CPU 0, load on CPU 1")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--server", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra [server] setting for the agent, e.g. udp_batch=256")
     args = parser.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
@@ -153,7 +156,7 @@ def main():
                 rates = [int(r) for r in args.rates.split(",")]
             best = None
             for rate in rates:
-                result = run_once(scenario, rate, args.duration, args.pin, workdir)
+                result = run_once(scenario, rate, args.duration, args.pin, workdir, args.server)
                 print(json.dumps(result), flush=True)
                 if result["delivery"] >= 0.999:
                     best = max(best or 0, result["counted_lines_per_s"])

@@ -70,10 +70,25 @@ pub fn spawn_udp(
 ) -> io::Result<JoinHandle<()>> {
     let batch = config.udp_batch;
     let size = config.max_datagram_bytes;
-    let pacer = Pacer::new(batch, config.udp_coalesce);
+    let buffer = socket2::SockRef::from(&socket).recv_buffer_size()?;
+    let pacer = Pacer::new(batch, config.udp_coalesce.min(safe_wait(buffer)));
     std::thread::Builder::new()
         .name(name)
         .spawn(move || run(socket, router, stop, pacer, size))
+}
+
+/// The datagram rate a wait must survive: a burst this fast may start while the listener
+/// waits.
+const BURST_DATAGRAMS_PER_S: u64 = 100_000;
+/// Roughly what one small datagram takes of a socket's receive buffer (payload and kernel
+/// bookkeeping).
+const DATAGRAM_FOOTPRINT: u64 = 2048;
+
+/// The longest wait that a burst of [`BURST_DATAGRAMS_PER_S`] cannot overflow half of a
+/// receive buffer of `buffer` bytes during (the kernel's default buffer allows about 0.5 ms).
+fn safe_wait(buffer: usize) -> Duration {
+    let datagrams = buffer as u64 / DATAGRAM_FOOTPRINT / 2;
+    Duration::from_micros(datagrams * 1_000_000 / BURST_DATAGRAMS_PER_S)
 }
 
 /// Under light load, waits a little between receives so that datagrams arrive in batches:
@@ -253,5 +268,49 @@ impl MultiRecv {
         let len = (header.msg_len as usize).min(self.size);
         let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         (&self.buffers[i * self.size..i * self.size + len], truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn light_receives_lengthen_the_wait_up_to_the_most() {
+        let mut pacer = Pacer::new(256, Duration::from_millis(5));
+        let waits: Vec<Duration> = (0..8).map(|_| pacer.after(3)).collect();
+        assert_eq!(waits[0], FIRST_WAIT);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(waits[7], Duration::from_millis(5));
+    }
+
+    #[test]
+    fn full_batches_bring_the_wait_down_to_nothing() {
+        let mut pacer = Pacer::new(256, Duration::from_millis(5));
+        for _ in 0..8 {
+            pacer.after(1);
+        }
+        // A receive between a quarter and a whole batch keeps the wait as it is.
+        assert_eq!(pacer.after(100), Duration::from_millis(5));
+        let mut steps = 0;
+        while !pacer.after(256).is_zero() {
+            steps += 1;
+            assert!(steps < 16, "the wait never fell to zero");
+        }
+    }
+
+    #[test]
+    fn waiting_can_be_turned_off() {
+        let mut pacer = Pacer::new(256, Duration::ZERO);
+        assert!((0..8).all(|_| pacer.after(1).is_zero()));
+    }
+
+    #[test]
+    fn the_wait_fits_the_receive_buffer() {
+        // The usual kernel default (208 KiB) allows about half a millisecond.
+        assert_eq!(safe_wait(212_992), Duration::from_micros(520));
+        // A 16 MiB buffer (8 MiB requested; Linux doubles it) allows 40 ms.
+        assert_eq!(safe_wait(16 << 20), Duration::from_micros(40_960));
+        assert!(safe_wait(0).is_zero());
     }
 }
