@@ -103,6 +103,7 @@ max_bytes = 10737418240
     agent.send_signal(signal.SIGTERM)
     agent.wait(timeout=60)
     received = dropped = bad = counted = series = 0
+    flush_ms = 0.0
     with open(out) as f:
         for line in f:
             record = json.loads(line)
@@ -111,6 +112,7 @@ max_bytes = 10737418240
             dropped += internal["dropped_lines"]
             bad += sum(internal["bad_lines"].values())
             series = max(series, internal["series"])
+            flush_ms = max(flush_ms, internal["flush_duration_ms"])
             for m in record["metrics"]:
                 if m["type"] in ("counter", "timer", "histogram"):
                     counted += m["count"]
@@ -127,6 +129,7 @@ max_bytes = 10737418240
         "peak_rss_mb": round(rss / 2**20, 1),
         "bytes_per_series": round(rss / series) if series else None,
         "series": series,
+        "longest_flush_ms": round(flush_ms, 1),
         "lines_sent": lines,
         "lines_counted": int(counted),
         "dropped_lines": dropped,
