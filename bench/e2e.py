@@ -35,7 +35,7 @@ FLUSH_MS = {"million": 10_000}
 MIN_DURATION = {"million": 12.0}
 SCENARIOS = {
     "packed": (["--kind", "counter", "--series", "10000", "--lines-per-datagram", "40"],
-               [1_000_000, 2_000_000, 4_000_000, 8_000_000, 0]),
+               [1_000_000, 2_000_000, 4_000_000, 8_000_000, 11_000_000, 0]),
     "single": (["--kind", "counter", "--series", "10000", "--lines-per-datagram", "1"],
                [50_000, 100_000, 200_000, 430_000, 0]),
     "timers": (["--kind", "timer", "--series", "1000", "--lines-per-datagram", "40"],
