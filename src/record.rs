@@ -78,7 +78,8 @@ impl Metric {
         match &self.figures {
             Figures::Counter { count } => {
                 f("count", *count);
-                f("rate", *count / (record.interval_ms as f64 / 1000.0));
+                let interval = std::time::Duration::from_millis(record.interval_ms);
+                f("rate", *count / interval.as_secs_f64());
             }
             Figures::Gauge { value } => f("value", *value),
             Figures::Set { count } => f("count", *count),

@@ -105,9 +105,19 @@ impl Telemetry {
             .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
             .is_ok();
         if !admitted {
-            self.dropped_series.fetch_add(1, Relaxed);
+            self.refuse_series();
         }
         admitted
+    }
+
+    /// Counts a sample of a new series that was not admitted.
+    pub fn refuse_series(&self) {
+        self.dropped_series.fetch_add(1, Relaxed);
+    }
+
+    /// The live series right now, over all shards.
+    pub fn series(&self) -> u64 {
+        self.series.load(Relaxed)
     }
 
     /// Forgets `n` expired series.

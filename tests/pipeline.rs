@@ -210,9 +210,18 @@ async fn histogram_bins_apply_to_matching_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_series_beyond_max_series_are_dropped_and_counted() {
     let agent = start(&base("max_series = 2\nshards = 2")).await;
-    // Shards admit in parallel: the first two series arrive alone so they are the ones kept.
+    // Shards admit in parallel: the first two series arrive alone, and are admitted, before
+    // the others are sent.
     agent.send(&["a:1|c\nb:1|c"]);
     agent.wait_lines(2).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while agent.running.telemetry().series() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a and b never admitted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     agent.send(&["c:1|c\nd:1|g\na:1|c"]);
     agent.wait_lines(5).await;
     let record = agent.finish().await;

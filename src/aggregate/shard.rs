@@ -243,13 +243,13 @@ impl Shard {
         if let Some(&at) = found {
             return Some(at as usize);
         }
+        let Ok(at) = u32::try_from(self.entries.len()) else {
+            self.telemetry.refuse_series();
+            return None;
+        };
         if !self.telemetry.admit_series(self.config.max_series as u64) {
             return None;
         }
-        let Ok(at) = u32::try_from(self.entries.len()) else {
-            self.telemetry.release_series(1);
-            return None;
-        };
         let key = SeriesKey::from_bytes(key);
         let value = self.new_value(&key);
         self.entries.push(Entry {
@@ -299,16 +299,18 @@ impl Shard {
     /// `series_ttl`, and resets the interval state.
     pub fn snapshot(&mut self) -> ShardSnapshot {
         let now = self.interval;
-        let interval_ms = self.config.flush_interval.as_millis();
-        let ttl_ms = self.config.series_ttl.as_millis();
+        // The ttl in whole intervals, capped at half the stamps' range so that an idle count
+        // never wraps around before the series expires.
+        let interval_ms = self.config.flush_interval.as_millis().max(1);
+        let ttl = self.config.series_ttl.as_millis().div_ceil(interval_ms);
+        let ttl = u32::try_from(ttl).unwrap_or(u32::MAX).min(u32::MAX / 2);
         let mut metrics = Vec::with_capacity(self.entries.len());
         let mut expired = 0u64;
         let mut at = 0;
         while at < self.entries.len() {
             let entry = &mut self.entries[at];
             let active = entry.last_active == now;
-            let idle = now.wrapping_sub(entry.last_active);
-            if !active && u128::from(idle) * interval_ms >= ttl_ms {
+            if !active && now.wrapping_sub(entry.last_active) >= ttl {
                 self.remove(at);
                 expired += 1;
                 continue;

@@ -38,6 +38,10 @@ pub(super) fn metric<'a>(
     line: &'a [u8],
     out: &mut MetricLine<'a>,
 ) -> Option<Result<(), ParseError>> {
+    if line.starts_with(b"_e{") {
+        // An event, whatever else the line holds: the general path reads or rejects it.
+        return None;
+    }
     let colon = line.iter().position(|&b| !NAME[usize::from(b)])?;
     if line[colon] != b':' || colon == 0 || colon > MAX_NAME_BYTES {
         return None;
@@ -148,6 +152,8 @@ mod tests {
             "a:1|c|@0.5:2|c",
             "é:1|c",
             "_e{1,1}:a|b",
+            "_e{x:1|c",
+            "_e{:x|c",
             "_sc|a|0",
             ":1|c",
             "a:1|x",
@@ -179,7 +185,7 @@ mod tests {
     proptest! {
         #[test]
         fn the_fast_path_answers_as_the_general_path_does(
-            line in "[a-z.é]{0,4}[:|@#,;=a-z0-9.eE+-]{0,24}",
+            line in "(_e\\{|_sc)?[a-z.é_{]{0,4}[:|@#,;=a-z0-9.eE+-]{0,24}",
         ) {
             if let Some((fast, general)) = both(&line) {
                 prop_assert_eq!(fast, general, "{}", line);
