@@ -70,6 +70,8 @@ def peak_rss_bytes(pid):
 def run_once(scenario, rate, duration, pin, workdir, server_extra=()):
     port = free_port()
     out = os.path.join(workdir, f"{scenario}-{rate}.jsonl")
+    if os.path.exists(out):
+        os.remove(out)  # the same step run again must not count the last run's records
     config = os.path.join(workdir, "tallyd.toml")
     with open(config, "w") as f:
         f.write(f"""[server]

@@ -17,9 +17,10 @@ use crate::record::{Figures, Metric, Record};
 use crate::telemetry::Telemetry;
 
 // The record's metrics are collected in place from a shard's snapshot (see `build`), which
-// needs the two to have the same size and alignment.
+// needs the two to have the same size and alignment; three words each.
 const _: () = assert!(
-    std::mem::size_of::<RawMetric>() == std::mem::size_of::<Metric>()
+    std::mem::size_of::<RawMetric>() == 24
+        && std::mem::size_of::<RawMetric>() == std::mem::size_of::<Metric>()
         && std::mem::align_of::<RawMetric>() == std::mem::align_of::<Metric>()
 );
 
@@ -182,24 +183,26 @@ impl Flusher {
 
     fn figures(&self, raw: RawMetric, interval_s: f64) -> Metric {
         let figures = match raw.data {
-            RawData::Counter(count) => Figures::Counter { count },
-            RawData::Gauge(value) => Figures::Gauge { value },
-            RawData::Set(count) => Figures::Set {
+            RawData::Counter { sum, active } => Figures::Counter { count: sum, active },
+            RawData::Gauge { value, active } => Figures::Gauge { value, active },
+            RawData::Set { count, active } => Figures::Set {
                 count: count as f64,
+                active,
             },
             RawData::Dist(dist) => {
                 let (snapshot, bins) = *dist;
-                Figures::Dist(Box::new(snapshot.figures(
-                    &self.distribution,
-                    bins,
-                    interval_s,
-                )))
+                Figures::Dist {
+                    figures: Box::new(snapshot.figures(&self.distribution, bins, interval_s)),
+                    active: true,
+                }
             }
-            RawData::DistIdle => Figures::Dist(Box::new(DistFigures::idle())),
+            RawData::DistIdle => Figures::Dist {
+                figures: Box::new(DistFigures::idle()),
+                active: false,
+            },
         };
         Metric {
             key: raw.key,
-            active: raw.active,
             figures,
         }
     }

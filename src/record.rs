@@ -28,29 +28,34 @@ pub struct Record {
     pub distribution: Arc<DistributionConfig>,
 }
 
-/// One series' figures for one interval.
+/// One series' figures for one interval: three words, as a record may hold a million.
 #[derive(Debug, Clone)]
 pub struct Metric {
     pub key: SeriesKey,
-    /// The series received a sample this interval.
-    pub active: bool,
     pub figures: Figures,
 }
 
-/// The figures of each metric kind.
+/// The figures of each metric kind. `active`: the series received a sample this interval
+/// (kept beside the variant's tag, so it costs no space).
 #[derive(Debug, Clone)]
 pub enum Figures {
     /// The rate is the count over the record's interval, worked out where it is written.
     Counter {
         count: f64,
+        active: bool,
     },
     Gauge {
         value: f64,
+        active: bool,
     },
     Set {
         count: f64,
+        active: bool,
     },
-    Dist(Box<DistFigures>),
+    Dist {
+        figures: Box<DistFigures>,
+        active: bool,
+    },
 }
 
 /// An alert transition or reminder (SPEC §4), as the record's `alerts` carries it.
@@ -76,14 +81,24 @@ impl Metric {
     /// metric belongs to (its interval and percentiles name and scale the figures).
     pub fn for_each_figure(&self, record: &Record, mut f: impl FnMut(&str, f64)) {
         match &self.figures {
-            Figures::Counter { count } => {
+            Figures::Counter { count, .. } => {
                 f("count", *count);
                 let interval = std::time::Duration::from_millis(record.interval_ms);
                 f("rate", *count / interval.as_secs_f64());
             }
-            Figures::Gauge { value } => f("value", *value),
-            Figures::Set { count } => f("count", *count),
-            Figures::Dist(figures) => figures.for_each(&record.distribution, f),
+            Figures::Gauge { value, .. } => f("value", *value),
+            Figures::Set { count, .. } => f("count", *count),
+            Figures::Dist { figures, .. } => figures.for_each(&record.distribution, f),
+        }
+    }
+
+    /// The series received a sample this interval.
+    pub fn active(&self) -> bool {
+        match self.figures {
+            Figures::Counter { active, .. }
+            | Figures::Gauge { active, .. }
+            | Figures::Set { active, .. }
+            | Figures::Dist { active, .. } => active,
         }
     }
 

@@ -94,6 +94,15 @@ impl SeriesKey {
         })
     }
 
+    /// The hash the receive path computes for this series ([`series_hash`] of
+    /// [`route_hash`]).
+    pub fn series_hash(&self) -> u64 {
+        series_hash(
+            route_hash(self.as_bytes().get(1..).unwrap_or_default()),
+            self.kind(),
+        )
+    }
+
     /// Orders keys by name, then tags, then kind: the order of the flush record.
     pub fn record_order(&self, other: &SeriesKey) -> std::cmp::Ordering {
         let (a, b) = (self.as_bytes(), other.as_bytes());

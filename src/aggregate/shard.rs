@@ -34,24 +34,48 @@ pub struct ShardSnapshot {
     pub events: Vec<TaggedEvent>,
 }
 
-/// One series' raw interval state.
+/// One series' raw interval state: three words, as a million of them may be in flight at
+/// once.
 #[derive(Debug)]
 pub struct RawMetric {
     pub key: SeriesKey,
-    /// The series received a sample this interval.
-    pub active: bool,
     pub data: RawData,
 }
 
-/// The state a series hands over; figures are computed from it on the flush thread. Kept
-/// to two words, as a million of them may be in flight at once.
+/// The state a series hands over; figures are computed from it on the flush thread. Two
+/// words: whether the series received a sample this interval (`active`) sits beside the
+/// variant's tag.
 #[derive(Debug)]
 pub enum RawData {
-    Counter(f64),
-    Gauge(f64),
-    Set(u64),
+    Counter {
+        sum: f64,
+        active: bool,
+    },
+    Gauge {
+        value: f64,
+        active: bool,
+    },
+    Set {
+        count: u64,
+        active: bool,
+    },
+    /// An active timer, histogram or distribution.
     Dist(Box<(DistSnapshot, Option<Arc<Bins>>)>),
+    /// One without samples this interval.
     DistIdle,
+}
+
+impl RawMetric {
+    /// The series received a sample this interval.
+    pub fn active(&self) -> bool {
+        match self.data {
+            RawData::Counter { active, .. }
+            | RawData::Gauge { active, .. }
+            | RawData::Set { active, .. } => active,
+            RawData::Dist(_) => true,
+            RawData::DistIdle => false,
+        }
+    }
 }
 
 /// Events and service checks kept per interval; more are dropped and counted, so an event
@@ -60,13 +84,26 @@ pub const MAX_EVENTS: usize = 10_000;
 
 type MemberSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
 
-/// A series' interval state, two words: counters and gauges inline, the rest boxed.
+/// A series' interval state, two words: counters and gauges inline, the rest boxed. Each
+/// variant carries the number of the last interval with a sample (`stamp`; the current one
+/// means active), which fits beside the tag.
 #[derive(Debug)]
 enum Value {
-    Counter(f64),
-    Gauge(f64),
-    Set(Box<MemberSet>),
-    Dist(Box<DistSlot>),
+    Counter { sum: f64, stamp: u32 },
+    Gauge { value: f64, stamp: u32 },
+    Set { members: Box<MemberSet>, stamp: u32 },
+    Dist { slot: Box<DistSlot>, stamp: u32 },
+}
+
+impl Value {
+    fn stamp(&self) -> u32 {
+        match self {
+            Value::Counter { stamp, .. }
+            | Value::Gauge { stamp, .. }
+            | Value::Set { stamp, .. }
+            | Value::Dist { stamp, .. } => *stamp,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -75,17 +112,16 @@ struct DistSlot {
     bins: Option<Arc<Bins>>,
 }
 
-/// One series: 32 bytes besides its key's bytes.
+/// One series: 24 bytes besides its key's bytes. Its hash is not kept: the table's tag
+/// bits rule out most key comparisons, and the rare rehash (the table growing, an entry
+/// removed) works it out again from the key.
 #[derive(Debug)]
 struct Entry {
     key: SeriesKey,
     value: Value,
-    /// The number of the last interval with a sample; the current one means active.
-    last_active: u32,
-    /// The low half of the series hash: finds the entry again when the table grows, and
-    /// rules out most key comparisons.
-    hash: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 24);
 
 /// Hashes set members: a fixed-key SipHash, so 64-bit member hashes collide only by chance
 /// (about 3e-8 for a million members in one interval).
@@ -107,11 +143,9 @@ pub struct Shard {
     queue_bytes: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
-/// The table's hash for an entry: the stored 32 bits, spread so the table's position bits
-/// (low) and tag bits (high) both come from them.
-fn table_hash(hash: u32) -> u64 {
-    let hash = u64::from(hash);
-    hash | hash << 32
+/// The hash of a stored entry, as the receive path computed it for the entry's samples.
+fn entry_hash(entry: &Entry) -> u64 {
+    entry.key.series_hash()
 }
 
 impl Shard {
@@ -208,38 +242,43 @@ impl Shard {
         let Some(at) = self.find_or_insert(key, series_hash(sample.hash, sample.kind)) else {
             return;
         };
-        let entry = &mut self.entries[at];
-        entry.last_active = self.interval;
-        match &mut entry.value {
-            Value::Counter(sum) => *sum += sample.value / sample.rate,
-            Value::Gauge(value) => {
+        let now = self.interval;
+        match &mut self.entries[at].value {
+            Value::Counter { sum, stamp } => {
+                *stamp = now;
+                *sum += sample.value / sample.rate;
+            }
+            Value::Gauge { value, stamp } => {
+                *stamp = now;
                 if sample.signed && self.config.gauge_deltas {
                     *value += sample.value;
                 } else {
                     *value = sample.value;
                 }
             }
-            Value::Set(members) => {
+            Value::Set { members, stamp } => {
+                *stamp = now;
                 members.insert(self.member_hasher.0.hash_one(member));
             }
-            Value::Dist(slot) => slot.state.add(
-                sample.value,
-                sample.rate,
-                slot.bins.as_deref(),
-                self.config.distribution.exact_samples,
-            ),
+            Value::Dist { slot, stamp } => {
+                *stamp = now;
+                slot.state.add(
+                    sample.value,
+                    sample.rate,
+                    slot.bins.as_deref(),
+                    self.config.distribution.exact_samples,
+                );
+            }
         }
     }
 
     /// The position of the series with encoded `key`, created if new; None when
     /// `max_series` refuses a new one.
     fn find_or_insert(&mut self, key: &[u8], hash: u64) -> Option<usize> {
-        let hash = hash as u32;
         let entries = &self.entries;
-        let found = self.table.find(table_hash(hash), |&at| {
-            let entry = &entries[at as usize];
-            entry.hash == hash && entry.key.as_bytes() == key
-        });
+        let found = self
+            .table
+            .find(hash, |&at| entries[at as usize].key.as_bytes() == key);
         if let Some(&at) = found {
             return Some(at as usize);
         }
@@ -252,43 +291,42 @@ impl Shard {
         }
         let key = SeriesKey::from_bytes(key);
         let value = self.new_value(&key);
-        self.entries.push(Entry {
-            key,
-            value,
-            last_active: self.interval,
-            hash,
-        });
+        self.entries.push(Entry { key, value });
         let entries = &self.entries;
-        self.table.insert_unique(table_hash(hash), at, |&at| {
-            table_hash(entries[at as usize].hash)
-        });
+        self.table
+            .insert_unique(hash, at, |&at| entry_hash(&entries[at as usize]));
         Some(at as usize)
     }
 
     fn new_value(&self, key: &SeriesKey) -> Value {
+        let stamp = self.interval;
         match key.kind() {
-            MetricKind::Counter => Value::Counter(0.0),
-            MetricKind::Gauge => Value::Gauge(0.0),
-            MetricKind::Set => Value::Set(Box::default()),
-            MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution => {
-                Value::Dist(Box::new(DistSlot {
+            MetricKind::Counter => Value::Counter { sum: 0.0, stamp },
+            MetricKind::Gauge => Value::Gauge { value: 0.0, stamp },
+            MetricKind::Set => Value::Set {
+                members: Box::default(),
+                stamp,
+            },
+            MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution => Value::Dist {
+                slot: Box::new(DistSlot {
                     state: DistState::default(),
                     bins: self.config.bins_for(key.name()).cloned(),
-                }))
-            }
+                }),
+                stamp,
+            },
         }
     }
 
     /// Removes the entry at `at`: the last entry moves into its place.
     fn remove(&mut self, at: usize) {
-        let hash = table_hash(self.entries[at].hash);
+        let hash = entry_hash(&self.entries[at]);
         if let Ok(slot) = self.table.find_entry(hash, |&i| i as usize == at) {
             slot.remove();
         }
         let last = self.entries.len() - 1;
         self.entries.swap_remove(at);
         if at != last {
-            let moved = table_hash(self.entries[at].hash);
+            let moved = entry_hash(&self.entries[at]);
             if let Some(slot) = self.table.find_mut(moved, |&i| i as usize == last) {
                 *slot = at as u32;
             }
@@ -309,24 +347,33 @@ impl Shard {
         let mut at = 0;
         while at < self.entries.len() {
             let entry = &mut self.entries[at];
-            let active = entry.last_active == now;
-            if !active && now.wrapping_sub(entry.last_active) >= ttl {
+            let stamp = entry.value.stamp();
+            let active = stamp == now;
+            if !active && now.wrapping_sub(stamp) >= ttl {
                 self.remove(at);
                 expired += 1;
                 continue;
             }
             let data = match &mut entry.value {
-                Value::Counter(sum) => RawData::Counter(std::mem::take(sum)),
-                Value::Gauge(value) => RawData::Gauge(*value),
-                Value::Set(members) => RawData::Set(std::mem::take(&mut **members).len() as u64),
-                Value::Dist(slot) if active => {
+                Value::Counter { sum, .. } => RawData::Counter {
+                    sum: std::mem::take(sum),
+                    active,
+                },
+                Value::Gauge { value, .. } => RawData::Gauge {
+                    value: *value,
+                    active,
+                },
+                Value::Set { members, .. } => RawData::Set {
+                    count: std::mem::take(&mut **members).len() as u64,
+                    active,
+                },
+                Value::Dist { slot, .. } if active => {
                     RawData::Dist(Box::new((slot.state.take(), slot.bins.clone())))
                 }
-                Value::Dist(_) => RawData::DistIdle,
+                Value::Dist { .. } => RawData::DistIdle,
             };
             metrics.push(RawMetric {
                 key: entry.key.clone(),
-                active,
                 data,
             });
             at += 1;
@@ -340,7 +387,7 @@ impl Shard {
             self.entries.shrink_to(self.entries.len() * 5 / 4);
             let entries = &self.entries;
             self.table
-                .shrink_to(entries.len(), |&at| table_hash(entries[at as usize].hash));
+                .shrink_to(entries.len(), |&at| entry_hash(&entries[at as usize]));
         }
         ShardSnapshot {
             metrics,
@@ -399,13 +446,13 @@ mod tests {
             .iter()
             .map(|m| {
                 let data = match &m.data {
-                    RawData::Counter(v) => format!("counter {v}"),
-                    RawData::Gauge(v) => format!("gauge {v}"),
-                    RawData::Set(n) => format!("set {n}"),
+                    RawData::Counter { sum, .. } => format!("counter {sum}"),
+                    RawData::Gauge { value, .. } => format!("gauge {value}"),
+                    RawData::Set { count, .. } => format!("set {count}"),
                     RawData::Dist(..) => "dist".to_string(),
                     RawData::DistIdle => "dist idle".to_string(),
                 };
-                (m.key.name().to_string(), m.key.kind(), m.active, data)
+                (m.key.name().to_string(), m.key.kind(), m.active(), data)
             })
             .collect();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));

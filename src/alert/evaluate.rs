@@ -131,7 +131,7 @@ impl Alerter {
         let rule = &self.rules[r as usize];
         let value = metric.and_then(|m| m.figure(record, &rule.stat));
         let holds = match rule.op {
-            Op::Absent => metric.is_none_or(|m| !m.active),
+            Op::Absent => metric.is_none_or(|m| !m.active()),
             op => value.is_some_and(|v| op.holds(v, rule.threshold)),
         };
         (holds, value)
