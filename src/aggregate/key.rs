@@ -1,10 +1,11 @@
 //! Series identity (SPEC §1): name + type + the sorted tag set, with global tags merged in.
-//! Encoded once per line into a reused buffer on the receive path; a shard keeps it as a
+//! The receive path works out a line's key body (name and tags) once, borrowing the name
+//! from the datagram when there are no tags to merge; a shard keeps the whole key as a
 //! shared, immutable [`SeriesKey`] that the flush record borrows without copying.
 //!
-//! Layout: `[kind code] name (0x00 key 0x01 value)*`, tags sorted by key and unique. Names and
-//! tags hold no control characters (the parser and config reject them), so the separators
-//! are unambiguous.
+//! Layout: `[kind code] body`, the body being `name (0x00 key 0x01 value)*` with tags sorted
+//! by key and unique. Names and tags hold no control characters (the parser and config
+//! reject them), so the separators are unambiguous.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -53,9 +54,18 @@ impl std::fmt::Debug for SeriesKey {
 }
 
 impl SeriesKey {
-    /// Wraps encoded key bytes (from [`KeyEncoder`]).
-    pub fn from_bytes(bytes: &[u8]) -> SeriesKey {
-        SeriesKey(ThinArc::from_header_and_slice((), bytes))
+    /// The key of series `kind` with key body `body` (from [`KeyEncoder::body`]).
+    pub fn new(kind: MetricKind, body: &[u8]) -> SeriesKey {
+        let bytes = KeyBytes {
+            kind: Some(kind.code()),
+            body: body.iter(),
+        };
+        SeriesKey(ThinArc::from_header_and_iter((), bytes))
+    }
+
+    /// True when this is the key of series `kind` with key body `body`.
+    pub fn is(&self, kind: MetricKind, body: &[u8]) -> bool {
+        self.as_bytes().split_first() == Some((&kind.code(), body))
     }
 
     /// The encoded bytes.
@@ -114,16 +124,41 @@ impl SeriesKey {
     }
 }
 
-/// The hash of a key without its kind byte, seeded once per process so that clients cannot
-/// aim collisions at the tables: it picks the shard and, mixed with the kind
+/// The whole key's bytes, kind code first, for building a [`SeriesKey`] in one allocation.
+struct KeyBytes<'a> {
+    kind: Option<u8>,
+    body: std::slice::Iter<'a, u8>,
+}
+
+impl Iterator for KeyBytes<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        self.kind.take().or_else(|| self.body.next().copied())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = usize::from(self.kind.is_some()) + self.body.len();
+        (len, Some(len))
+    }
+}
+
+impl ExactSizeIterator for KeyBytes<'_> {}
+
+/// The hash of a key body (the key without its kind byte), seeded once per process so that
+/// clients cannot aim collisions at the tables: it picks the shard and, mixed with the kind
 /// ([`series_hash`]), finds the series in the shard's table, so a line is hashed once.
-pub fn route_hash(key_without_kind: &[u8]) -> u64 {
+pub fn route_hash(body: &[u8]) -> u64 {
     static SEED: OnceLock<foldhash::fast::FixedState> = OnceLock::new();
-    SEED.get_or_init(|| {
-        let random = std::collections::hash_map::RandomState::new().hash_one(0x7a11_u64);
-        foldhash::fast::FixedState::with_seed(random)
-    })
-    .hash_one(key_without_kind)
+    let mut hasher = SEED
+        .get_or_init(|| {
+            let random = std::collections::hash_map::RandomState::new().hash_one(0x7a11_u64);
+            foldhash::fast::FixedState::with_seed(random)
+        })
+        .build_hasher();
+    // One write, without the length prefix `Hash for [u8]` adds: a body is hashed alone.
+    hasher.write(body);
+    hasher.finish()
 }
 
 /// The hash of a whole series identity from its routing hash and kind.
@@ -149,14 +184,28 @@ impl KeyEncoder {
         KeyEncoder { global_tags }
     }
 
-    /// Appends the key of `name` + `tags` to `out`, with a placeholder kind byte first (the
-    /// shard writes each sample's kind there). Sorts `tags` in place; a client tag wins over
-    /// an earlier duplicate never (first wins) and over a global tag with the same key.
-    /// Returns the routing hash, which ignores the kind so all samples of a line go to one
-    /// shard.
+    /// The key body of `name` + `tags` and its routing hash (which ignores the kind, so all
+    /// samples of a line go to one shard): the name itself when there are no tags to merge,
+    /// else the body written into `scratch` (cleared first) by [`KeyEncoder::encode`].
+    pub fn body<'a>(
+        &self,
+        name: &'a str,
+        tags: &mut [Tag<'_>],
+        scratch: &'a mut Vec<u8>,
+    ) -> (&'a [u8], u64) {
+        if tags.is_empty() && self.global_tags.is_empty() {
+            return (name.as_bytes(), route_hash(name.as_bytes()));
+        }
+        scratch.clear();
+        let hash = self.encode(name, tags, scratch);
+        (scratch, hash)
+    }
+
+    /// Appends the key body of `name` + `tags` to `out` and returns its routing hash. Sorts
+    /// `tags` in place; a client tag wins over an earlier duplicate never (first wins) and
+    /// over a global tag with the same key.
     pub fn encode(&self, name: &str, tags: &mut [Tag<'_>], out: &mut Vec<u8>) -> u64 {
         let start = out.len();
-        out.push(0);
         out.extend_from_slice(name.as_bytes());
         // Stable: among equal keys the first sent stays first.
         tags.sort_by(|a, b| a.key.cmp(b.key));
@@ -176,7 +225,7 @@ impl KeyEncoder {
         for (key, value) in globals {
             push_tag(out, key, value);
         }
-        route_hash(&out[start + 1..])
+        route_hash(&out[start..])
     }
 
     /// Merges an event's tags (as sent) with the global tags: first wins, sorted by key.
@@ -217,10 +266,17 @@ mod tests {
             .iter()
             .map(|&(key, value)| Tag { key, value })
             .collect();
-        let mut out = Vec::new();
-        encoder.encode(name, &mut tags, &mut out);
-        out[0] = MetricKind::Timer.code();
-        SeriesKey::from_bytes(&out)
+        let mut scratch = Vec::new();
+        let (body, hash) = encoder.body(name, &mut tags, &mut scratch);
+        let key = SeriesKey::new(MetricKind::Timer, body);
+        assert!(key.is(MetricKind::Timer, body));
+        assert!(!key.is(MetricKind::Counter, body));
+        assert_eq!(
+            key.series_hash(),
+            series_hash(hash, MetricKind::Timer),
+            "the shard works out the hash the receive path computed"
+        );
+        key
     }
 
     #[test]

@@ -73,12 +73,23 @@ impl ShardQueue {
     }
 }
 
+impl ShardQueue {
+    /// The shard itself when it has no thread (a one-core agent): the receive path folds
+    /// lines straight into it.
+    pub fn direct(&self) -> Option<&Arc<Mutex<Shard>>> {
+        match &self.0 {
+            Queue::Direct(shard) => Some(shard),
+            Queue::Channel { .. } => None,
+        }
+    }
+}
+
 /// A shard's queue refused a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
 
 /// A shard's state stays consistent across a panic elsewhere (none is expected): take it.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+pub fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

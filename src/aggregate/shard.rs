@@ -11,11 +11,11 @@ use crossbeam_channel::{Receiver, Sender, select};
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 
-use super::batch::{Batch, BatchSample, TaggedEvent};
+use super::batch::{Batch, TaggedEvent};
 use super::distribution::{Bins, DistSnapshot, DistState};
 use super::key::{SeriesKey, series_hash};
 use crate::config::AggregationConfig;
-use crate::protocol::MetricKind;
+use crate::protocol::{MetricKind, Sample};
 use crate::telemetry::Telemetry;
 
 /// A request from the flusher.
@@ -215,31 +215,55 @@ impl Shard {
         if let Some(bytes) = &self.queue_bytes {
             bytes.fetch_sub(batch.weight(), std::sync::atomic::Ordering::Relaxed);
         }
-        let room = MAX_EVENTS.saturating_sub(self.events.len());
-        if batch.events.len() > room {
-            let excess = batch.events.len() - room;
-            batch.events.truncate(room);
-            self.telemetry.dropped_events(excess as u64);
-        }
-        self.events.append(&mut batch.events);
+        self.add_events(&mut batch.events);
         for sample in &batch.samples {
-            let (start, end) = (sample.key_start as usize, sample.key_end as usize);
-            let Some(first) = batch.arena.get_mut(start) else {
-                continue;
-            };
-            *first = sample.kind.code();
-            let key = &batch.arena[start..end];
+            let body = batch
+                .arena
+                .get(sample.key_start as usize..sample.key_end as usize)
+                .unwrap_or_default();
             let member = batch
                 .arena
                 .get(sample.member_start as usize..sample.member_end as usize)
+                .and_then(|member| std::str::from_utf8(member).ok())
                 .unwrap_or_default();
-            self.add_sample(key, member, sample);
+            let folded = Sample {
+                kind: sample.kind,
+                value: sample.value,
+                signed: sample.signed,
+                text: member,
+                rate: sample.rate,
+            };
+            self.fold(body, sample.hash, &folded);
         }
         batch.clear();
     }
 
-    fn add_sample(&mut self, key: &[u8], member: &[u8], sample: &BatchSample) {
-        let Some(at) = self.find_or_insert(key, series_hash(sample.hash, sample.kind)) else {
+    /// Keeps the events of one receive cycle (up to [`MAX_EVENTS`] an interval; more are
+    /// dropped and counted).
+    pub fn add_events(&mut self, events: &mut Vec<TaggedEvent>) {
+        let room = MAX_EVENTS.saturating_sub(self.events.len());
+        if events.len() > room {
+            let excess = events.len() - room;
+            events.truncate(room);
+            self.telemetry.dropped_events(excess as u64);
+        }
+        self.events.append(events);
+    }
+
+    /// Keeps one event (see [`Shard::add_events`]).
+    pub fn add_event(&mut self, event: TaggedEvent) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push(event);
+        } else {
+            self.telemetry.dropped_events(1);
+        }
+    }
+
+    /// Folds one sample into the series with key body `body` (see [`super::KeyEncoder`])
+    /// and routing hash `hash`, creating the series if new (and `max_series` allows). A set
+    /// sample's member is its text.
+    pub fn fold(&mut self, body: &[u8], hash: u64, sample: &Sample<'_>) {
+        let Some(at) = self.find_or_insert(sample.kind, body, hash) else {
             return;
         };
         let now = self.interval;
@@ -258,7 +282,7 @@ impl Shard {
             }
             Value::Set { members, stamp } => {
                 *stamp = now;
-                members.insert(self.member_hasher.0.hash_one(member));
+                members.insert(self.member_hasher.0.hash_one(sample.text.as_bytes()));
             }
             Value::Dist { slot, stamp } => {
                 *stamp = now;
@@ -272,13 +296,14 @@ impl Shard {
         }
     }
 
-    /// The position of the series with encoded `key`, created if new; None when
+    /// The position of series `kind` with key body `body`, created if new; None when
     /// `max_series` refuses a new one.
-    fn find_or_insert(&mut self, key: &[u8], hash: u64) -> Option<usize> {
+    fn find_or_insert(&mut self, kind: MetricKind, body: &[u8], route_hash: u64) -> Option<usize> {
+        let hash = series_hash(route_hash, kind);
         let entries = &self.entries;
         let found = self
             .table
-            .find(hash, |&at| entries[at as usize].key.as_bytes() == key);
+            .find(hash, |&at| entries[at as usize].key.is(kind, body));
         if let Some(&at) = found {
             return Some(at as usize);
         }
@@ -289,7 +314,7 @@ impl Shard {
         if !self.telemetry.admit_series(self.config.max_series as u64) {
             return None;
         }
-        let key = SeriesKey::from_bytes(key);
+        let key = SeriesKey::new(kind, body);
         let value = self.new_value(&key);
         self.entries.push(Entry { key, value });
         let entries = &self.entries;
@@ -401,7 +426,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::aggregate::KeyEncoder;
+    use crate::aggregate::{BatchSample, KeyEncoder};
     use crate::config::Config;
     use crate::protocol::Tag;
 

@@ -1,12 +1,14 @@
-//! The receive path's per-thread state: parses the lines of each packet, encodes each metric
-//! line's series key once, and appends its samples to the batch of the shard that owns the
-//! series. Batches are sent at the end of each receive cycle (or when large); a full queue
-//! drops the batch's lines and counts them, so a receive thread never blocks.
+//! The receive path's per-thread state: parses the lines of each packet and works out each
+//! metric line's series key body and hash once. With a single shard without a thread (a
+//! one-core agent) the samples are folded straight into it, under a lock taken once per
+//! packet. Otherwise they go into the batch of the shard that owns the series; batches are
+//! sent at the end of each receive cycle (or when large), and a full queue drops the batch's
+//! lines and counts them, so a receive thread never blocks.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::aggregate::{Batch, BatchSample, KeyEncoder, ShardQueue, TaggedEvent};
-use crate::protocol::{MetricLine, Parsed, lines, parse_line};
+use crate::aggregate::{Batch, BatchSample, KeyEncoder, Shard, ShardQueue, TaggedEvent, lock};
+use crate::protocol::{MetricLine, ParseError, Parsed, lines, parse_line};
 use crate::telemetry::{LocalCounts, Telemetry};
 
 /// A batch is sent early once it holds this many samples or arena bytes.
@@ -15,101 +17,172 @@ const BATCH_BYTES: usize = 64 * 1024;
 
 /// Parses and routes lines for one receive thread or connection.
 pub struct Router {
+    parser: LineParser,
+    sink: Sink,
+    telemetry: Arc<Telemetry>,
+}
+
+/// What a router hands its samples to.
+enum Sink {
+    /// The only shard, folded into directly.
+    Direct(Arc<Mutex<Shard>>),
+    /// One batch per shard queue.
+    Queues {
+        shards: Vec<ShardQueue>,
+        batches: Vec<Batch>,
+    },
+}
+
+/// The parsing half of a router: reused buffers and the line counts.
+struct LineParser {
     encoder: KeyEncoder,
-    shards: Vec<ShardQueue>,
-    batches: Vec<Batch>,
     line: MetricLine<'static>,
     key: Vec<u8>,
     counts: LocalCounts,
-    telemetry: Arc<Telemetry>,
     max_line: usize,
 }
 
 impl Router {
     /// A router over the shards' data queues.
     pub fn new(encoder: KeyEncoder, shards: Vec<ShardQueue>, telemetry: Arc<Telemetry>) -> Router {
-        let batches = shards.iter().map(|_| Batch::default()).collect();
+        let direct = match shards.as_slice() {
+            [only] => only.direct().cloned(),
+            _ => None,
+        };
+        let sink = match direct {
+            Some(shard) => Sink::Direct(shard),
+            None => Sink::Queues {
+                batches: shards.iter().map(|_| Batch::default()).collect(),
+                shards,
+            },
+        };
         Router {
-            encoder,
-            shards,
-            batches,
-            line: MetricLine::default(),
-            key: Vec::with_capacity(256),
-            counts: LocalCounts::default(),
+            parser: LineParser {
+                encoder,
+                line: MetricLine::default(),
+                key: Vec::with_capacity(256),
+                counts: LocalCounts::default(),
+                max_line: usize::MAX,
+            },
+            sink,
             telemetry,
-            max_line: usize::MAX,
         }
     }
 
     /// Lines longer than `max_line` bytes are dropped and counted as `too_long`.
     pub fn with_max_line(mut self, max_line: usize) -> Router {
-        self.max_line = max_line;
+        self.parser.max_line = max_line;
         self
     }
 
     /// Handles one datagram (or one read of a stream): every line in it.
     pub fn handle_packet(&mut self, packet: &[u8]) {
-        self.counts.packets += 1;
-        for line in lines(packet) {
-            if line.len() > self.max_line {
-                self.reject_line(crate::protocol::ParseError::TooLong);
-            } else {
-                self.handle_line(line);
+        self.parser.counts.packets += 1;
+        match &mut self.sink {
+            Sink::Direct(shard) => {
+                let mut shard = lock(shard);
+                for line in lines(packet) {
+                    self.parser.line_into(line, &mut *shard);
+                }
+            }
+            Sink::Queues { shards, batches } => {
+                let mut queues = Queues { shards, batches };
+                for line in lines(packet) {
+                    self.parser.line_into(line, &mut queues);
+                }
+            }
+        }
+    }
+
+    /// Parses one line (without its `\n`) and folds or queues its samples.
+    pub fn handle_line(&mut self, line: &[u8]) {
+        match &mut self.sink {
+            Sink::Direct(shard) => self.parser.line_into(line, &mut *lock(shard)),
+            Sink::Queues { shards, batches } => {
+                self.parser.line_into(line, &mut Queues { shards, batches });
             }
         }
     }
 
     /// Counts a line dropped before parsing (too long, truncated).
-    pub fn reject_line(&mut self, reason: crate::protocol::ParseError) {
-        self.counts.lines += 1;
-        self.counts.bad_line(reason);
+    pub fn reject_line(&mut self, reason: ParseError) {
+        self.parser.counts.lines += 1;
+        self.parser.counts.bad_line(reason);
     }
 
     /// Counts lines dropped before parsing for a reason other than their content.
     pub fn drop_lines(&mut self, n: u64) {
-        self.counts.lines += n;
-        self.counts.dropped_lines += n;
+        self.parser.counts.lines += n;
+        self.parser.counts.dropped_lines += n;
     }
 
-    /// Parses one line (without its `\n`) and queues its samples.
-    pub fn handle_line(&mut self, line: &[u8]) {
-        self.counts.lines += 1;
-        let mut parsed: MetricLine<'_> = std::mem::take(&mut self.line).recycle();
-        match parse_line(line, &mut parsed) {
-            Ok(Parsed::Metric) => self.route_metric(&mut parsed),
-            Ok(Parsed::Event(mut event)) => {
-                let tags = self.encoder.merge_owned(std::mem::take(&mut event.tags));
-                self.route_event(TaggedEvent::Event(event, tags));
+    /// Sends every non-empty batch and hands the counts to the shared telemetry. Call at the
+    /// end of each receive cycle.
+    pub fn flush(&mut self) {
+        if let Sink::Queues { shards, batches } = &mut self.sink {
+            let mut queues = Queues { shards, batches };
+            for shard in 0..queues.batches.len() {
+                if !queues.batches[shard].is_empty() {
+                    queues.send(shard, &mut self.parser.counts);
+                }
             }
-            Ok(Parsed::ServiceCheck(mut check)) => {
-                let tags = self.encoder.merge_owned(std::mem::take(&mut check.tags));
-                self.route_event(TaggedEvent::ServiceCheck(check, tags));
-            }
-            Err(reason) => self.counts.bad_line(reason),
         }
-        self.line = parsed.recycle();
+        self.telemetry.add(&mut self.parser.counts);
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Where a parsed line's samples go: folded into the only shard, or batched per shard.
+trait Target {
+    /// Takes the samples of one metric line, whose key body is `body` with routing hash
+    /// `hash`.
+    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>, counts: &mut LocalCounts);
+
+    /// Takes one event or service check.
+    fn event(&mut self, event: TaggedEvent);
+}
+
+impl Target for Shard {
+    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>, _: &mut LocalCounts) {
+        for sample in &line.samples {
+            self.fold(body, hash, sample);
+        }
     }
 
-    fn route_metric(&mut self, parsed: &mut MetricLine<'_>) {
-        let (shard, hash, key_start, key_end) = if self.batches.len() == 1 {
-            // One shard: the key goes straight into its batch.
-            let arena = &mut self.batches[0].arena;
-            let key_start = arena.len() as u32;
-            let hash = self.encoder.encode(parsed.name, &mut parsed.tags, arena);
-            (0, hash, key_start, arena.len() as u32)
-        } else {
-            self.key.clear();
-            let hash = self
-                .encoder
-                .encode(parsed.name, &mut parsed.tags, &mut self.key);
-            let shard = shard_of(hash, self.batches.len());
-            let arena = &mut self.batches[shard].arena;
-            let key_start = arena.len() as u32;
-            arena.extend_from_slice(&self.key);
-            (shard, hash, key_start, arena.len() as u32)
-        };
+    fn event(&mut self, event: TaggedEvent) {
+        self.add_event(event);
+    }
+}
+
+/// The batches of a router with shard queues, borrowed for one packet.
+struct Queues<'a> {
+    shards: &'a [ShardQueue],
+    batches: &'a mut [Batch],
+}
+
+impl Queues<'_> {
+    fn send(&mut self, shard: usize, counts: &mut LocalCounts) {
         let batch = &mut self.batches[shard];
-        for sample in &parsed.samples {
+        let lines = batch.lines;
+        if self.shards[shard].try_send(batch).is_err() {
+            counts.dropped_lines += lines;
+        }
+    }
+}
+
+impl Target for Queues<'_> {
+    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>, counts: &mut LocalCounts) {
+        let shard = shard_of(hash, self.batches.len());
+        let batch = &mut self.batches[shard];
+        let key_start = batch.arena.len() as u32;
+        batch.arena.extend_from_slice(body);
+        let key_end = batch.arena.len() as u32;
+        for sample in &line.samples {
             let (member_start, member_end) = if sample.kind == crate::protocol::MetricKind::Set {
                 batch.push_member(sample.text)
             } else {
@@ -129,40 +202,45 @@ impl Router {
         }
         batch.lines += 1;
         if batch.samples.len() >= BATCH_SAMPLES || batch.arena.len() >= BATCH_BYTES {
-            self.send(shard);
+            self.send(shard, counts);
         }
     }
 
-    fn route_event(&mut self, event: TaggedEvent) {
+    fn event(&mut self, event: TaggedEvent) {
         // Events are rare; shard 0 carries them all so their order is kept.
         let batch = &mut self.batches[0];
         batch.events.push(event);
         batch.lines += 1;
     }
-
-    /// Sends every non-empty batch and hands the counts to the shared telemetry. Call at the
-    /// end of each receive cycle.
-    pub fn flush(&mut self) {
-        for shard in 0..self.batches.len() {
-            if !self.batches[shard].is_empty() {
-                self.send(shard);
-            }
-        }
-        self.telemetry.add(&mut self.counts);
-    }
-
-    fn send(&mut self, shard: usize) {
-        let batch = &mut self.batches[shard];
-        let lines = batch.lines;
-        if self.shards[shard].try_send(batch).is_err() {
-            self.counts.dropped_lines += lines;
-        }
-    }
 }
 
-impl Drop for Router {
-    fn drop(&mut self) {
-        self.flush();
+impl LineParser {
+    /// Parses one line (without its `\n`) and hands its samples to `target`.
+    fn line_into(&mut self, line: &[u8], target: &mut impl Target) {
+        self.counts.lines += 1;
+        if line.len() > self.max_line {
+            self.counts.bad_line(ParseError::TooLong);
+            return;
+        }
+        let mut parsed: MetricLine<'_> = std::mem::take(&mut self.line).recycle();
+        match parse_line(line, &mut parsed) {
+            Ok(Parsed::Metric) => {
+                let (body, hash) = self
+                    .encoder
+                    .body(parsed.name, &mut parsed.tags, &mut self.key);
+                target.metric(body, hash, &parsed, &mut self.counts);
+            }
+            Ok(Parsed::Event(mut event)) => {
+                let tags = self.encoder.merge_owned(std::mem::take(&mut event.tags));
+                target.event(TaggedEvent::Event(event, tags));
+            }
+            Ok(Parsed::ServiceCheck(mut check)) => {
+                let tags = self.encoder.merge_owned(std::mem::take(&mut check.tags));
+                target.event(TaggedEvent::ServiceCheck(check, tags));
+            }
+            Err(reason) => self.counts.bad_line(reason),
+        }
+        self.line = parsed.recycle();
     }
 }
 
