@@ -42,7 +42,7 @@ pub(super) fn metric<'a>(
         // An event, whatever else the line holds: the general path reads or rejects it.
         return None;
     }
-    let colon = line.iter().position(|&b| !NAME[usize::from(b)])?;
+    let colon = name_end(line)?;
     if line[colon] != b':' || colon == 0 || colon > MAX_NAME_BYTES {
         return None;
     }
@@ -81,7 +81,7 @@ pub(super) fn metric<'a>(
     out.samples.push(Sample {
         kind,
         value,
-        signed: text.starts_with(['+', '-']),
+        signed: matches!(text.as_bytes().first(), Some(b'+' | b'-')),
         text,
         rate: rate.unwrap_or(1.0),
     });
@@ -90,6 +90,43 @@ pub(super) fn metric<'a>(
         has_rate: rate.is_some(),
     };
     Some(parse_trailer(trailer, last, false, out))
+}
+
+/// The position of the first byte of `line` that a plain name may not hold (see [`NAME`]),
+/// or None when every byte may. Eight bytes at a time: names are long and of varied length,
+/// so a byte-at-a-time loop spends much of a line on its loop exit.
+fn name_end(line: &[u8]) -> Option<usize> {
+    let mut chunks = line.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let stops = not_name_bytes(word);
+        if stops != 0 {
+            return Some(at + stops.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| !NAME[usize::from(b)])
+        .map(|i| at + i)
+}
+
+/// The high bit of each byte of `word` that is not a plain name byte is set, exactly for the
+/// lowest such byte (higher ones may be flagged falsely by a borrow, which the caller never
+/// looks at): below 0x20, 0x7f and above, `:`, `|`, `;` or `,`.
+fn not_name_bytes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let high_or_del = (word | word.wrapping_add(ONES)) & HIGH;
+    let separator = zero_byte(word ^ (ONES * u64::from(b':')))
+        | zero_byte(word ^ (ONES * u64::from(b'|')))
+        | zero_byte(word ^ (ONES * u64::from(b';')))
+        | zero_byte(word ^ (ONES * u64::from(b',')));
+    control | high_or_del | separator
 }
 
 /// Views bytes the tables above accepted (all ASCII) as text.
@@ -111,6 +148,24 @@ mod tests {
     /// What a parse gave, comparable across the two paths.
     fn outcome(result: Result<(), ParseError>, out: &MetricLine<'_>) -> Result<String, ParseError> {
         result.map(|()| format!("{} {:?} {:?}", out.name, out.tags, out.samples))
+    }
+
+    #[test]
+    fn name_end_finds_the_first_byte_the_table_refuses() {
+        for b in 0..=255u8 {
+            for at in 0..20 {
+                let mut line = vec![b'a'; 20];
+                line[at] = b;
+                let expected = line.iter().position(|&c| !NAME[usize::from(c)]);
+                assert_eq!(name_end(&line), expected, "byte {b:#x} at {at}");
+                // A second stop byte after the first must not change the answer.
+                line[19] = b':';
+                let expected = line.iter().position(|&c| !NAME[usize::from(c)]);
+                assert_eq!(name_end(&line), expected, "byte {b:#x} at {at}, then ':'");
+            }
+        }
+        assert_eq!(name_end(b"abcdefghijk"), None);
+        assert_eq!(name_end(b""), None);
     }
 
     fn both(line: &str) -> Option<(Result<String, ParseError>, Result<String, ParseError>)> {

@@ -309,14 +309,17 @@ fn parse_number(text: &str) -> Option<f64> {
 /// The common case, `[+-]digits` with at most 15 digits, read without the general parser:
 /// such an integer is exactly representable, so the result is the same.
 fn parse_small_integer(text: &str) -> Option<f64> {
-    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let digits = match text.as_bytes().first() {
+        Some(b'+' | b'-') => &text[1..],
+        _ => text,
+    };
     if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let magnitude = digits
         .bytes()
         .fold(0u64, |n, b| n * 10 + u64::from(b - b'0')) as f64;
-    Some(if text.starts_with('-') {
+    Some(if text.as_bytes().first() == Some(&b'-') {
         -magnitude + 0.0
     } else {
         magnitude
