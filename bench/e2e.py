@@ -67,6 +67,13 @@ def peak_rss_bytes(pid):
     return 0
 
 
+def udp_receive_buffer_errors():
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (system-wide)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def run_once(scenario, rate, duration, pin, workdir, server_extra=()):
     port = free_port()
     out = os.path.join(workdir, f"{scenario}-{rate}.jsonl")
@@ -97,10 +104,12 @@ max_bytes = 10737418240
     if agent.poll() is not None:
         sys.exit(f"agent exited: {agent.stderr.read().decode()}")
     cpu_before = cpu_seconds(agent.pid)
+    kernel_drops_before = udp_receive_buffer_errors()
     sent = json.loads(subprocess.run(load_cmd, check=True, capture_output=True,
                                      text=True, timeout=duration + 60).stdout)
     time.sleep(1.5)  # one more flush after the last datagram
     cpu_after = cpu_seconds(agent.pid)
+    kernel_drops = udp_receive_buffer_errors() - kernel_drops_before
     rss = peak_rss_bytes(agent.pid)
     agent.send_signal(signal.SIGTERM)
     agent.wait(timeout=60)
@@ -135,6 +144,8 @@ max_bytes = 10737418240
         "lines_sent": lines,
         "lines_counted": int(counted),
         "dropped_lines": dropped,
+        # Datagrams the kernel dropped for a full receive buffer, machine-wide.
+        "kernel_dropped_datagrams": kernel_drops,
     }
 
 

@@ -1,52 +1,86 @@
-//! Shard throughput in samples/s: the router encodes and batches lines (setup, not timed),
-//! then one shard folds the batches in (timed). `cargo bench --bench aggregate`.
+//! Shard and router throughput in lines/s. `shard/*`: one shard folds prebuilt batches in
+//! (building them is setup, not timed). `router/*`: whole packets of 40 lines parsed, keyed
+//! and folded, into one shard (lines folded straight in) and into two (batched per shard).
+//! `cargo bench --bench aggregate`.
 
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tallyd::aggregate::{Batch, KeyEncoder, Shard, detached_queue};
+use tallyd::aggregate::{Batch, BatchSample, KeyEncoder, Shard, ShardHandle};
 use tallyd::config::Config;
+use tallyd::protocol::{MetricLine, Parsed, parse_line};
 use tallyd::server::Router;
 use tallyd::telemetry::Telemetry;
 
 const SERIES: usize = 1000;
 const LINES: usize = 20_000;
 
-fn batches(kind: &str) -> Vec<Batch> {
-    let (queue, rx) = detached_queue();
-    let telemetry = Arc::new(Telemetry::default());
-    let mut router = Router::new(
-        KeyEncoder::new(Arc::from(Vec::new())),
-        vec![queue],
-        telemetry,
-    );
-    let mut packet = String::new();
+/// Packets of 40 lines each, `LINES` lines in all.
+fn packets(kind: &str) -> Vec<String> {
+    let mut packets = vec![String::new()];
     for i in 0..LINES {
+        let packet = packets.last_mut().expect("never empty");
         packet.push_str(&format!(
             "bench.metric.{}:{}|{kind}|#env:prod\n",
             i % SERIES,
             i % 97
         ));
         if i % 40 == 39 {
-            router.handle_packet(packet.as_bytes());
-            packet.clear();
+            packets.push(String::new());
         }
     }
-    router.handle_packet(packet.as_bytes());
-    drop(router);
-    rx.try_iter().collect()
+    packets
 }
 
-fn aggregate(c: &mut Criterion) {
+/// The packets' samples in batches of 1024, as a router would leave them for a busy shard.
+fn batches(kind: &str) -> Vec<Batch> {
+    let encoder = KeyEncoder::new(Arc::from(Vec::new()));
+    let mut batches = vec![Batch::default()];
+    let packets = packets(kind);
+    let mut parsed = MetricLine::default();
+    for packet in &packets {
+        for line in packet.lines() {
+            let Ok(Parsed::Metric) = parse_line(line.as_bytes(), &mut parsed) else {
+                panic!("bench lines are valid: {line}");
+            };
+            let batch = batches.last_mut().expect("never empty");
+            let key_start = batch.arena.len() as u32;
+            let hash = encoder.encode(parsed.name, &mut parsed.tags, &mut batch.arena);
+            let key_end = batch.arena.len() as u32;
+            for sample in &parsed.samples {
+                let (member_start, member_end) = batch.push_member(sample.text);
+                batch.samples.push(BatchSample {
+                    hash,
+                    key_start,
+                    key_end,
+                    kind: sample.kind,
+                    value: sample.value,
+                    signed: sample.signed,
+                    rate: sample.rate,
+                    member_start,
+                    member_end,
+                });
+            }
+            if batch.samples.len() == 1024 {
+                batches.push(Batch::default());
+            }
+        }
+    }
+    batches
+}
+
+const KINDS: [(&str, &str); 4] = [
+    ("counters", "c"),
+    ("timers", "ms"),
+    ("gauges", "g"),
+    ("sets", "s"),
+];
+
+fn shard(c: &mut Criterion) {
     let config = Arc::new(Config::default().aggregation);
     let mut group = c.benchmark_group("shard");
     group.throughput(Throughput::Elements(LINES as u64));
-    for (name, kind) in [
-        ("counters", "c"),
-        ("timers", "ms"),
-        ("gauges", "g"),
-        ("sets", "s"),
-    ] {
+    for (name, kind) in KINDS {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {
@@ -66,5 +100,34 @@ fn aggregate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, aggregate);
+fn router(c: &mut Criterion) {
+    let config = Arc::new(Config::default().aggregation);
+    let mut group = c.benchmark_group("router");
+    group.throughput(Throughput::Elements(LINES as u64));
+    for shards in [1, 2] {
+        let packets = packets("c");
+        group.bench_function(format!("counters_{shards}_shards"), |b| {
+            b.iter_batched(
+                || {
+                    let telemetry = Arc::new(Telemetry::default());
+                    let handles: Vec<ShardHandle> = (0..shards)
+                        .map(|_| ShardHandle::new(Shard::new(config.clone(), telemetry.clone())))
+                        .collect();
+                    Router::new(KeyEncoder::new(Arc::from(Vec::new())), handles, telemetry)
+                },
+                |mut router| {
+                    for packet in &packets {
+                        router.handle_packet(packet.as_bytes());
+                    }
+                    router.flush();
+                    router
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, shard, router);
 criterion_main!(benches);

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use tokio::sync::watch;
 
-use crate::aggregate::{KeyEncoder, spawn_shards};
+use crate::aggregate::{KeyEncoder, new_shards};
 use crate::alert::Alerter;
 use crate::alert::notifier::Notifiers;
 use crate::backend::{self, Backend, BackendHandle};
@@ -46,7 +46,6 @@ pub struct Running {
     stop_tcp: watch::Sender<bool>,
     receivers: Vec<JoinHandle<()>>,
     tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
-    shards: Vec<JoinHandle<()>>,
     flush_tx: Sender<Command>,
     flusher: JoinHandle<()>,
 }
@@ -108,31 +107,34 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     }
 
     let aggregation = Arc::new(config.aggregation.clone());
-    let shards = spawn_shards(aggregation.clone(), telemetry.clone(), server.queue_batches)?;
+    let shards = new_shards(&aggregation, &telemetry);
     let encoder = KeyEncoder::new(aggregation.global_tags.clone().into());
-    let data_tx = shards.data_tx;
     let make_router = {
         let telemetry = telemetry.clone();
-        move || Router::new(encoder.clone(), data_tx.clone(), telemetry.clone())
+        let shards = shards.clone();
+        move || Router::new(encoder.clone(), shards.clone(), telemetry.clone())
     };
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
     let mut udp_addrs = Vec::new();
-    for (i, socket) in udp_sockets.into_iter().enumerate() {
+    let udp_threads = server.udp_threads(aggregation.shards);
+    for socket in udp_sockets {
         let addr = socket.local_addr()?;
-        tracing::info!(udp = %addr, "listening");
+        tracing::info!(threads = udp_threads, udp = %addr, "listening");
         if !udp_addrs.contains(&addr) {
             udp_addrs.push(addr);
         }
-        let name = format!("tallyd-udp-{i}");
-        receivers.push(udp::spawn_udp(
-            name,
-            socket,
-            make_router(),
-            stop.clone(),
-            server,
-        )?);
+        for _ in 0..udp_threads {
+            let name = format!("tallyd-udp-{}", receivers.len());
+            receivers.push(udp::spawn_udp(
+                name,
+                socket.try_clone()?,
+                make_router(),
+                stop.clone(),
+                server,
+            )?);
+        }
     }
     let mut unix_paths = Vec::new();
     for (i, (socket, path)) in unix_sockets.into_iter().enumerate() {
@@ -166,9 +168,6 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
             stop_tcp_rx.clone(),
         )));
     }
-    // From here on only the routers hold the shards' data queues: once they are all gone the
-    // shards know every sample has arrived.
-    drop(make_router);
 
     let mut handles = Vec::new();
     for backend in backends {
@@ -179,14 +178,8 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let interval_ms = config.aggregation.flush_interval.as_millis();
     let alerter = Alerter::new(config.alerts.clone(), interval_ms, notifiers);
     let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
-    let flusher = Flusher::new(
-        config.clone(),
-        shards.control,
-        alerter,
-        handles,
-        telemetry.clone(),
-    )
-    .spawn(flush_rx)?;
+    let flusher = Flusher::new(config.clone(), shards, alerter, handles, telemetry.clone())
+        .spawn(flush_rx)?;
 
     Ok(Running {
         udp_addrs,
@@ -197,7 +190,6 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
         stop_tcp,
         receivers,
         tcp_tasks,
-        shards: shards.threads,
         flush_tx,
         flusher,
     })
@@ -255,7 +247,6 @@ impl Running {
         let receivers = self.receivers;
         let flush_tx = self.flush_tx;
         let flusher = self.flusher;
-        let shards = self.shards;
         let _ = tokio::task::spawn_blocking(move || {
             for thread in receivers {
                 let _ = thread.join();
@@ -265,9 +256,6 @@ impl Running {
                 let _ = done_rx.recv();
             }
             let _ = flusher.join();
-            for shard in shards {
-                let _ = shard.join();
-            }
         })
         .await;
         tracing::info!("stopped");

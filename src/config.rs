@@ -82,8 +82,21 @@ pub struct ServerConfig {
     pub udp_coalesce: Duration,
     pub max_datagram_bytes: usize,
     pub tcp_max_line_bytes: usize,
-    pub queue_batches: usize,
+    /// Receive threads per UDP socket; 0 picks one per shard with a single socket per
+    /// address, else one (see [`ServerConfig::udp_threads`]).
+    pub udp_threads_per_socket: usize,
     pub shutdown_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The receive threads each UDP socket gets when there are `shards` shards.
+    pub fn udp_threads(&self, shards: usize) -> usize {
+        match self.udp_threads_per_socket {
+            0 if self.udp_sockets_per_address > 1 => 1,
+            0 => shards.max(1),
+            n => n,
+        }
+    }
 }
 
 /// Shards and the arithmetic.
@@ -385,7 +398,7 @@ struct RawServer {
     udp_coalesce_us: toml::Spanned<u64>,
     max_datagram_bytes: toml::Spanned<usize>,
     tcp_max_line_bytes: toml::Spanned<usize>,
-    queue_batches: toml::Spanned<usize>,
+    udp_threads_per_socket: toml::Spanned<usize>,
     shutdown_timeout_ms: u64,
 }
 
@@ -401,7 +414,7 @@ impl Default for RawServer {
             udp_coalesce_us: toml::Spanned::new(0..0, 5_000),
             max_datagram_bytes: toml::Spanned::new(0..0, 65_535),
             tcp_max_line_bytes: toml::Spanned::new(0..0, 65_536),
-            queue_batches: toml::Spanned::new(0..0, 1024),
+            udp_threads_per_socket: toml::Spanned::new(0..0, 0),
             shutdown_timeout_ms: 10_000,
         }
     }
@@ -664,6 +677,13 @@ impl RawAlert {
     }
 }
 
+fn at_most(value: &toml::Spanned<usize>, key: &str, most: usize) -> Result<usize, Invalid> {
+    match *value.get_ref() {
+        n if n <= most => Ok(n),
+        _ => Err(Invalid::at(value, format!("{key} must be at most {most}"))),
+    }
+}
+
 fn at_least_one(value: &toml::Spanned<usize>, key: &str) -> Result<usize, Invalid> {
     match *value.get_ref() {
         0 => Err(Invalid::at(value, format!("{key} must be at least 1"))),
@@ -691,7 +711,11 @@ impl RawServer {
             max_datagram_bytes: at_least_one(&self.max_datagram_bytes, "max_datagram_bytes")?
                 .min(65_535),
             tcp_max_line_bytes: at_least_one(&self.tcp_max_line_bytes, "tcp_max_line_bytes")?,
-            queue_batches: at_least_one(&self.queue_batches, "queue_batches")?,
+            udp_threads_per_socket: at_most(
+                &self.udp_threads_per_socket,
+                "udp_threads_per_socket",
+                64,
+            )?,
             udp: self.udp,
             tcp: self.tcp,
             unix: self.unix,
@@ -905,7 +929,10 @@ mod tests {
         let example = Config::load(&path).expect("config.toml.example is valid");
         let defaults = Config::default();
         assert_eq!(example.server.udp, defaults.server.udp);
-        assert_eq!(example.server.queue_batches, defaults.server.queue_batches);
+        assert_eq!(
+            example.server.udp_threads_per_socket,
+            defaults.server.udp_threads_per_socket
+        );
         let (a, b) = (&example.aggregation, &defaults.aggregation);
         assert_eq!(a.flush_interval, b.flush_interval);
         assert_eq!(a.distribution.percentiles, b.distribution.percentiles);

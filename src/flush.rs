@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::aggregate::distribution::{DistFigures, DistributionConfig};
-use crate::aggregate::{RawData, RawMetric, ShardControl, ShardSnapshot};
+use crate::aggregate::{RawData, RawMetric, ShardHandle, ShardSnapshot};
 use crate::alert::Alerter;
 use crate::backend::BackendHandle;
 use crate::config::Config;
@@ -37,7 +37,7 @@ pub enum Command {
 /// Everything the flusher owns.
 pub struct Flusher {
     config: Arc<Config>,
-    shards: Vec<ShardControl>,
+    shards: Vec<ShardHandle>,
     backends: Vec<BackendHandle>,
     telemetry: Arc<Telemetry>,
     distribution: Arc<DistributionConfig>,
@@ -45,10 +45,10 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// A flusher over the shards' control queues, the alert rules and the backends.
+    /// A flusher over the shards, the alert rules and the backends.
     pub fn new(
         config: Arc<Config>,
-        shards: Vec<ShardControl>,
+        shards: Vec<ShardHandle>,
         alerter: Alerter,
         backends: Vec<BackendHandle>,
         telemetry: Arc<Telemetry>,
@@ -121,7 +121,7 @@ impl Flusher {
     /// until the deadline instead of skipping the record.
     fn flush(&mut self, last: Option<Instant>) {
         let started = Instant::now();
-        let snapshots = self.collect(last.is_some());
+        let snapshots = self.collect();
         let mut record = self.build(snapshots);
         if let Some(alerter) = self.alerter.as_mut() {
             alerter.evaluate(&mut record);
@@ -137,15 +137,8 @@ impl Flusher {
         }
     }
 
-    fn collect(&self, last: bool) -> Vec<ShardSnapshot> {
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(self.shards.len());
-        let asked = self
-            .shards
-            .iter()
-            .filter(|shard| shard.request(last, &reply_tx))
-            .count();
-        drop(reply_tx);
-        reply_rx.iter().take(asked).collect()
+    fn collect(&self) -> Vec<ShardSnapshot> {
+        self.shards.iter().map(ShardHandle::snapshot).collect()
     }
 
     fn build(&self, snapshots: Vec<ShardSnapshot>) -> Record {

@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
 
-use tallyd::aggregate::{KeyEncoder, Shards, spawn_shards};
+use tallyd::aggregate::{KeyEncoder, new_shards};
 use tallyd::config::Config;
 use tallyd::server::Router;
 use tallyd::telemetry::Telemetry;
@@ -125,18 +125,17 @@ fn datagrams(case: &Case) -> Vec<Vec<u8>> {
     datagrams
 }
 
-/// Allocation calls per line over `MEASURED_DATAGRAMS` datagrams, the router flushed (one
-/// receive cycle ended) every `per_cycle` datagrams.
-fn allocations_per_line(case: &Case, per_cycle: usize) -> f64 {
+/// Allocation calls per line over `MEASURED_DATAGRAMS` datagrams into `shards` shards (one:
+/// lines folded straight in; more: batched per shard), the router flushed (one receive
+/// cycle ended) every `per_cycle` datagrams.
+fn allocations_per_line(case: &Case, per_cycle: usize, shards: usize) -> f64 {
     let mut config = Config::default().aggregation;
-    config.shards = 1;
+    config.shards = shards;
     let config = Arc::new(config);
     let telemetry = Arc::new(Telemetry::default());
-    let Shards {
-        data_tx, control, ..
-    } = spawn_shards(config.clone(), telemetry.clone(), 1024).expect("a direct shard");
+    let handles = new_shards(&config, &telemetry);
     let encoder = KeyEncoder::new(config.global_tags.clone().into());
-    let mut router = Router::new(encoder, data_tx, telemetry.clone());
+    let mut router = Router::new(encoder, handles.clone(), telemetry.clone());
     let datagrams = datagrams(case);
 
     // Warm-up: every series once (the shard creates them all), then enough further cycles
@@ -179,32 +178,33 @@ fn allocations_per_line(case: &Case, per_cycle: usize) -> f64 {
     assert_eq!(internal.lines_received, lines, "{}", case.name);
     assert_eq!(internal.bad_lines_total(), 0, "{}", case.name);
     assert_eq!(internal.dropped_lines, 0, "{}", case.name);
-    let (reply, snapshots) = crossbeam_channel::unbounded();
-    assert!(control[0].request(false, &reply), "{}", case.name);
-    let snapshot = snapshots.recv().expect("the direct shard's snapshot");
-    assert_eq!(snapshot.metrics.len(), case.series, "{}", case.name);
+    let series: usize = handles.iter().map(|h| h.snapshot().metrics.len()).sum();
+    assert_eq!(series, case.series, "{}", case.name);
 
     counted as f64 / lines as f64
 }
 
 /// Allocation calls per line at both receive-cycle sizes.
 struct Figures {
-    /// One datagram per receive cycle.
+    /// One datagram per receive cycle, one shard.
     light: f64,
-    /// `LOADED_CYCLE` datagrams per receive cycle.
+    /// `LOADED_CYCLE` datagrams per receive cycle, one shard.
     loaded: f64,
+    /// `LOADED_CYCLE` datagrams per receive cycle, two shards (samples batched per shard).
+    batched: f64,
 }
 
 /// Measures both cycle sizes and prints the figures.
 fn measure(case: &Case) -> Figures {
     let figures = Figures {
-        light: allocations_per_line(case, 1),
-        loaded: allocations_per_line(case, LOADED_CYCLE),
+        light: allocations_per_line(case, 1, 1),
+        loaded: allocations_per_line(case, LOADED_CYCLE, 1),
+        batched: allocations_per_line(case, LOADED_CYCLE, 2),
     };
     eprintln!(
         "{:<20} {:>6} series: {:.4} allocations/line at 1 datagram per receive cycle, \
-         {:.4} at {LOADED_CYCLE}",
-        case.name, case.series, figures.light, figures.loaded
+         {:.4} at {LOADED_CYCLE}, {:.4} at {LOADED_CYCLE} into two shards",
+        case.name, case.series, figures.light, figures.loaded, figures.batched
     );
     figures
 }
@@ -213,11 +213,12 @@ fn measure(case: &Case) -> Figures {
 fn assert_no_allocation(case: &Case) {
     let figures = measure(case);
     assert!(
-        figures.light == 0.0 && figures.loaded == 0.0,
-        "{}: {} and {} allocations per line",
+        figures.light == 0.0 && figures.loaded == 0.0 && figures.batched == 0.0,
+        "{}: {}, {} and {} allocations per line",
         case.name,
         figures.light,
-        figures.loaded
+        figures.loaded,
+        figures.batched
     );
 }
 
@@ -280,9 +281,10 @@ fn timers_also_grow_their_exact_sample_vectors_within_an_interval() {
         line: |series, value| format!("loadgen.timer.{series}:{value}|ms"),
     });
     assert!(
-        figures.light <= 0.25 && figures.loaded <= 0.25,
-        "timers: {} and {} allocations per line",
+        figures.light <= 0.25 && figures.loaded <= 0.25 && figures.batched <= 0.25,
+        "timers: {}, {} and {} allocations per line",
         figures.light,
-        figures.loaded
+        figures.loaded,
+        figures.batched
     );
 }

@@ -49,7 +49,8 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn sigterm_straight_after_a_burst_loses_nothing() {
-    // Shard threads fed by queues, and one shard folded in by the receive thread.
+    // Two shards (two receive threads, samples batched per shard), and one shard that lines
+    // are folded straight into.
     for shards in [2, 1] {
         burst_then_sigterm(shards);
     }

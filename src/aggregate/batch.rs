@@ -1,5 +1,5 @@
-//! What crosses a shard's queue: many samples at once, their keys packed into one byte arena,
-//! so the receive path sends one message per shard per receive cycle instead of one per line.
+//! Samples waiting for a shard: many at once, their key bodies packed into one byte arena, so
+//! a receive thread takes each shard's lock once per receive cycle instead of once per line.
 
 use crate::protocol::{Event, MetricKind, ServiceCheck};
 
@@ -31,8 +31,6 @@ pub struct Batch {
     pub arena: Vec<u8>,
     pub samples: Vec<BatchSample>,
     pub events: Vec<TaggedEvent>,
-    /// How many input lines the batch carries (for `dropped_lines` when it cannot be queued).
-    pub lines: u64,
 }
 
 impl Batch {
@@ -46,14 +44,6 @@ impl Batch {
         self.arena.clear();
         self.samples.clear();
         self.events.clear();
-        self.lines = 0;
-    }
-
-    /// Roughly the memory the batch holds, for the queue's byte bound.
-    pub fn weight(&self) -> usize {
-        self.arena.capacity()
-            + self.samples.capacity() * std::mem::size_of::<BatchSample>()
-            + self.events.len() * 256
     }
 
     /// Appends the bytes of a set member and returns their range.

@@ -1,13 +1,12 @@
-//! One aggregator shard: a thread that owns a slice of the series (routed by hash, so a series
-//! lives in exactly one shard) and folds the batches of its queue into them. At a flush it
-//! swaps each series' interval state out (no copy) and hands the raw snapshot to the flusher,
-//! which computes figures off this thread.
+//! One aggregator shard: a slice of the series (routed by hash, so a series lives in exactly
+//! one shard), folded into by the receive threads one line or one batch at a time. At a
+//! flush it swaps each series' interval state out (no copy) and hands the raw snapshot to the
+//! flusher, which computes figures without holding the shard.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender, select};
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 
@@ -17,15 +16,6 @@ use super::key::{SeriesKey, series_hash};
 use crate::config::AggregationConfig;
 use crate::protocol::{MetricKind, Sample};
 use crate::telemetry::Telemetry;
-
-/// A request from the flusher.
-#[derive(Debug)]
-pub enum Control {
-    /// Hand over the interval's snapshot and go on.
-    Flush(Sender<ShardSnapshot>),
-    /// Drain the queue until every sender is gone, hand over the last snapshot and stop.
-    Final(Sender<ShardSnapshot>),
-}
 
 /// Everything one shard held for one interval.
 #[derive(Debug, Default)]
@@ -139,8 +129,6 @@ pub struct Shard {
     member_hasher: MemberHasher,
     /// The number of the interval in progress (the first is 1).
     interval: u32,
-    /// The queue's byte count, given back as batches are taken off it.
-    queue_bytes: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// The hash of a stored entry, as the receive path computed it for the entry's samples.
@@ -159,62 +147,11 @@ impl Shard {
             telemetry,
             member_hasher: MemberHasher::default(),
             interval: 1,
-            queue_bytes: None,
-        }
-    }
-
-    /// Gives the weight of each batch taken off the queue back to `bytes`.
-    pub fn with_queue_bytes(mut self, bytes: Arc<std::sync::atomic::AtomicUsize>) -> Shard {
-        self.queue_bytes = Some(bytes);
-        self
-    }
-
-    /// Serves the queue and the flusher's requests until the final flush.
-    pub fn run(mut self, data_rx: Receiver<Batch>, ctrl_rx: Receiver<Control>) {
-        let mut data_open = true;
-        loop {
-            let control = if data_open {
-                select! {
-                    recv(data_rx) -> batch => {
-                        match batch {
-                            Ok(mut batch) => self.add(&mut batch),
-                            Err(_) => data_open = false,
-                        }
-                        continue;
-                    }
-                    recv(ctrl_rx) -> control => control,
-                }
-            } else {
-                ctrl_rx.recv()
-            };
-            match control {
-                Ok(Control::Flush(reply)) => {
-                    // What is already queued belongs to the interval that is ending.
-                    for _ in 0..data_rx.len() {
-                        match data_rx.try_recv() {
-                            Ok(mut batch) => self.add(&mut batch),
-                            Err(_) => break,
-                        }
-                    }
-                    let _ = reply.send(self.snapshot());
-                }
-                Ok(Control::Final(reply)) => {
-                    for mut batch in data_rx.iter() {
-                        self.add(&mut batch);
-                    }
-                    let _ = reply.send(self.snapshot());
-                    return;
-                }
-                Err(_) => return,
-            }
         }
     }
 
     /// Folds one batch into the series and leaves it empty, its buffers kept for reuse.
     pub fn add(&mut self, batch: &mut Batch) {
-        if let Some(bytes) = &self.queue_bytes {
-            bytes.fetch_sub(batch.weight(), std::sync::atomic::Ordering::Relaxed);
-        }
         self.add_events(&mut batch.events);
         for sample in &batch.samples {
             let body = batch
@@ -461,7 +398,6 @@ mod tests {
             member_start,
             member_end,
         });
-        batch.lines = 1;
         batch
     }
 

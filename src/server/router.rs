@@ -1,36 +1,31 @@
-//! The receive path's per-thread state: parses the lines of each packet and works out each
-//! metric line's series key body and hash once. With a single shard without a thread (a
-//! one-core agent) the samples are folded straight into it, under a lock taken once per
-//! packet. Otherwise they go into the batch of the shard that owns the series; batches are
-//! sent at the end of each receive cycle (or when large), and a full queue drops the batch's
-//! lines and counts them, so a receive thread never blocks.
+//! The receive path's per-thread state: parses the lines of each packet, works out each
+//! metric line's series key body and hash once, and folds the samples into the shard that
+//! owns the series. With a single shard that is free, lines are folded straight in under
+//! one lock per packet. Otherwise samples wait in a batch per shard, folded in at the end of
+//! the receive cycle (or once large) when that shard's lock is free; a batch grown past
+//! [`PENDING_SAMPLES`] or [`PENDING_BYTES`] waits for the lock, which bounds its memory.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::aggregate::{Batch, BatchSample, KeyEncoder, Shard, ShardQueue, TaggedEvent, lock};
+use crate::aggregate::{Batch, BatchSample, KeyEncoder, Shard, ShardHandle, TaggedEvent};
 use crate::protocol::{MetricLine, ParseError, Parsed, lines, parse_line};
 use crate::telemetry::{LocalCounts, Telemetry};
 
-/// A batch is sent early once it holds this many samples or arena bytes.
+/// A batch is folded in early, if its shard is free, once it holds this many samples or
+/// arena bytes.
 const BATCH_SAMPLES: usize = 1024;
 const BATCH_BYTES: usize = 64 * 1024;
+/// A batch this large is folded in even if that means waiting for its shard (a flush of a
+/// very large shard, say): about 20 MB of samples and keys at most.
+const PENDING_SAMPLES: usize = 256 * 1024;
+const PENDING_BYTES: usize = 8 * 1024 * 1024;
 
 /// Parses and routes lines for one receive thread or connection.
 pub struct Router {
     parser: LineParser,
-    sink: Sink,
+    shards: Vec<ShardHandle>,
+    batches: Vec<Batch>,
     telemetry: Arc<Telemetry>,
-}
-
-/// What a router hands its samples to.
-enum Sink {
-    /// The only shard, folded into directly.
-    Direct(Arc<Mutex<Shard>>),
-    /// One batch per shard queue.
-    Queues {
-        shards: Vec<ShardQueue>,
-        batches: Vec<Batch>,
-    },
 }
 
 /// The parsing half of a router: reused buffers and the line counts.
@@ -43,19 +38,9 @@ struct LineParser {
 }
 
 impl Router {
-    /// A router over the shards' data queues.
-    pub fn new(encoder: KeyEncoder, shards: Vec<ShardQueue>, telemetry: Arc<Telemetry>) -> Router {
-        let direct = match shards.as_slice() {
-            [only] => only.direct().cloned(),
-            _ => None,
-        };
-        let sink = match direct {
-            Some(shard) => Sink::Direct(shard),
-            None => Sink::Queues {
-                batches: shards.iter().map(|_| Batch::default()).collect(),
-                shards,
-            },
-        };
+    /// A router over `shards` (at least one).
+    pub fn new(encoder: KeyEncoder, shards: Vec<ShardHandle>, telemetry: Arc<Telemetry>) -> Router {
+        assert!(!shards.is_empty(), "a router needs a shard");
         Router {
             parser: LineParser {
                 encoder,
@@ -64,7 +49,8 @@ impl Router {
                 counts: LocalCounts::default(),
                 max_line: usize::MAX,
             },
-            sink,
+            batches: shards.iter().map(|_| Batch::default()).collect(),
+            shards,
             telemetry,
         }
     }
@@ -78,29 +64,24 @@ impl Router {
     /// Handles one datagram (or one read of a stream): every line in it.
     pub fn handle_packet(&mut self, packet: &[u8]) {
         self.parser.counts.packets += 1;
-        match &mut self.sink {
-            Sink::Direct(shard) => {
-                let mut shard = lock(shard);
-                for line in lines(packet) {
-                    self.parser.line_into(line, &mut *shard);
-                }
+        if let [only] = self.shards.as_slice()
+            && let Some(mut shard) = only.try_lock()
+        {
+            let pending = &mut self.batches[0];
+            if !pending.is_empty() {
+                shard.add(pending);
             }
-            Sink::Queues { shards, batches } => {
-                let mut queues = Queues { shards, batches };
-                for line in lines(packet) {
-                    self.parser.line_into(line, &mut queues);
-                }
+            for line in lines(packet) {
+                self.parser.line_into(line, &mut *shard);
             }
+            return;
         }
-    }
-
-    /// Parses one line (without its `\n`) and folds or queues its samples.
-    pub fn handle_line(&mut self, line: &[u8]) {
-        match &mut self.sink {
-            Sink::Direct(shard) => self.parser.line_into(line, &mut *lock(shard)),
-            Sink::Queues { shards, batches } => {
-                self.parser.line_into(line, &mut Queues { shards, batches });
-            }
+        let mut batches = Batches {
+            shards: &self.shards,
+            batches: &mut self.batches,
+        };
+        for line in lines(packet) {
+            self.parser.line_into(line, &mut batches);
         }
     }
 
@@ -116,18 +97,34 @@ impl Router {
         self.parser.counts.dropped_lines += n;
     }
 
-    /// Sends every non-empty batch and hands the counts to the shared telemetry. Call at the
-    /// end of each receive cycle.
+    /// Folds every waiting sample in, waiting for busy shards, and hands the counts to the
+    /// shared telemetry. Call at the end of each read of a stream or datagram socket, and
+    /// whenever a receive loop goes idle.
     pub fn flush(&mut self) {
-        if let Sink::Queues { shards, batches } = &mut self.sink {
-            let mut queues = Queues { shards, batches };
-            for shard in 0..queues.batches.len() {
-                if !queues.batches[shard].is_empty() {
-                    queues.send(shard, &mut self.parser.counts);
-                }
+        for (shard, batch) in self.shards.iter().zip(&mut self.batches) {
+            if !batch.is_empty() {
+                shard.lock().add(batch);
             }
         }
         self.telemetry.add(&mut self.parser.counts);
+    }
+
+    /// Like [`Router::flush`], but leaves a busy shard's samples waiting for the next call:
+    /// the end of a busy receive cycle, where the next cycle is moments away.
+    pub fn try_flush(&mut self) {
+        for (shard, batch) in self.shards.iter().zip(&mut self.batches) {
+            if !batch.is_empty()
+                && let Some(mut shard) = shard.try_lock()
+            {
+                shard.add(batch);
+            }
+        }
+        self.telemetry.add(&mut self.parser.counts);
+    }
+
+    /// True when samples wait for a busy shard.
+    pub fn is_pending(&self) -> bool {
+        self.batches.iter().any(|batch| !batch.is_empty())
     }
 }
 
@@ -141,14 +138,14 @@ impl Drop for Router {
 trait Target {
     /// Takes the samples of one metric line, whose key body is `body` with routing hash
     /// `hash`.
-    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>, counts: &mut LocalCounts);
+    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>);
 
     /// Takes one event or service check.
     fn event(&mut self, event: TaggedEvent);
 }
 
 impl Target for Shard {
-    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>, _: &mut LocalCounts) {
+    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>) {
         for sample in &line.samples {
             self.fold(body, hash, sample);
         }
@@ -159,24 +156,14 @@ impl Target for Shard {
     }
 }
 
-/// The batches of a router with shard queues, borrowed for one packet.
-struct Queues<'a> {
-    shards: &'a [ShardQueue],
+/// A router's batches, borrowed for one packet.
+struct Batches<'a> {
+    shards: &'a [ShardHandle],
     batches: &'a mut [Batch],
 }
 
-impl Queues<'_> {
-    fn send(&mut self, shard: usize, counts: &mut LocalCounts) {
-        let batch = &mut self.batches[shard];
-        let lines = batch.lines;
-        if self.shards[shard].try_send(batch).is_err() {
-            counts.dropped_lines += lines;
-        }
-    }
-}
-
-impl Target for Queues<'_> {
-    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>, counts: &mut LocalCounts) {
+impl Target for Batches<'_> {
+    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>) {
         let shard = shard_of(hash, self.batches.len());
         let batch = &mut self.batches[shard];
         let key_start = batch.arena.len() as u32;
@@ -200,17 +187,18 @@ impl Target for Queues<'_> {
                 member_end,
             });
         }
-        batch.lines += 1;
-        if batch.samples.len() >= BATCH_SAMPLES || batch.arena.len() >= BATCH_BYTES {
-            self.send(shard, counts);
+        if batch.samples.len() >= PENDING_SAMPLES || batch.arena.len() >= PENDING_BYTES {
+            self.shards[shard].lock().add(batch);
+        } else if (batch.samples.len() >= BATCH_SAMPLES || batch.arena.len() >= BATCH_BYTES)
+            && let Some(mut owner) = self.shards[shard].try_lock()
+        {
+            owner.add(batch);
         }
     }
 
     fn event(&mut self, event: TaggedEvent) {
-        // Events are rare; shard 0 carries them all so their order is kept.
-        let batch = &mut self.batches[0];
-        batch.events.push(event);
-        batch.lines += 1;
+        // Events are rare; shard 0 keeps them all so their order is kept.
+        self.batches[0].events.push(event);
     }
 }
 
@@ -228,7 +216,7 @@ impl LineParser {
                 let (body, hash) = self
                     .encoder
                     .body(parsed.name, &mut parsed.tags, &mut self.key);
-                target.metric(body, hash, &parsed, &mut self.counts);
+                target.metric(body, hash, &parsed);
             }
             Ok(Parsed::Event(mut event)) => {
                 let tags = self.encoder.merge_owned(std::mem::take(&mut event.tags));
@@ -251,7 +239,115 @@ fn shard_of(hash: u64, n: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
     use super::*;
+    use crate::aggregate::{RawData, ShardSnapshot};
+    use crate::config::Config;
+
+    fn router(shards: usize) -> (Router, Vec<ShardHandle>) {
+        let config = Arc::new(Config::default().aggregation);
+        let telemetry = Arc::new(Telemetry::default());
+        let handles: Vec<ShardHandle> = (0..shards)
+            .map(|_| ShardHandle::new(Shard::new(config.clone(), telemetry.clone())))
+            .collect();
+        let encoder = KeyEncoder::new(Arc::from(Vec::new()));
+        (Router::new(encoder, handles.clone(), telemetry), handles)
+    }
+
+    /// Counter sums by name over every shard's snapshot.
+    fn counters(handles: &[ShardHandle]) -> Vec<(String, f64)> {
+        let mut out: Vec<(String, f64)> = handles
+            .iter()
+            .map(ShardHandle::snapshot)
+            .flat_map(|snapshot: ShardSnapshot| snapshot.metrics)
+            .filter_map(|m| match m.data {
+                RawData::Counter { sum, .. } => Some((m.key.name().to_string(), sum)),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Holds `shard` on another thread from when this returns until `release` is sent
+    /// (and `delay` has passed after it).
+    fn hold(
+        shard: &ShardHandle,
+        delay: Duration,
+    ) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let shard = shard.clone();
+        let holder = std::thread::spawn(move || {
+            let _guard = shard.lock();
+            locked_tx.send(()).expect("the test waits");
+            let _ = release_rx.recv();
+            std::thread::sleep(delay);
+        });
+        locked_rx.recv().expect("the holder locks the shard");
+        (release_tx, holder)
+    }
+
+    #[test]
+    fn lines_for_a_busy_shard_wait_and_go_in_with_the_next_packet() {
+        let (mut router, handles) = router(1);
+        let (release, holder) = hold(&handles[0], Duration::ZERO);
+        router.handle_packet(b"a:1|c\nb:2|c");
+        router.try_flush();
+        assert!(router.is_pending(), "try_flush leaves a busy shard alone");
+        release.send(()).expect("holder waits");
+        holder.join().expect("holder ends");
+        router.handle_packet(b"a:3|c");
+        assert!(
+            !router.is_pending(),
+            "the free shard took the waiting lines first"
+        );
+        assert_eq!(
+            counters(&handles),
+            vec![("a".to_string(), 4.0), ("b".to_string(), 2.0)]
+        );
+    }
+
+    #[test]
+    fn flush_waits_for_a_busy_shard() {
+        let (mut router, handles) = router(2);
+        let (release, holder) = hold(&handles[1], Duration::from_millis(20));
+        let packet: String = (0..50).map(|i| format!("s{i}:1|c\n")).collect();
+        router.handle_packet(packet.as_bytes());
+        router.try_flush();
+        assert!(router.is_pending(), "shard 1 is held, so some lines wait");
+        release.send(()).expect("holder waits");
+        router.flush();
+        assert!(!router.is_pending());
+        holder.join().expect("holder ends");
+        let counted = counters(&handles);
+        assert_eq!(counted.len(), 50);
+        assert!(counted.iter().all(|(_, sum)| *sum == 1.0));
+    }
+
+    #[test]
+    fn a_batch_past_its_bound_waits_for_its_shard() {
+        let (mut router, handles) = router(1);
+        let (release, holder) = hold(&handles[0], Duration::from_millis(50));
+        let lines = "a:1|c\n".repeat(PENDING_SAMPLES - 1);
+        router.handle_packet(lines.as_bytes());
+        assert!(router.is_pending(), "the shard is held: the lines wait");
+        // The holder lets go 50 ms after this; the line that reaches the bound must wait for
+        // it rather than grow the batch further.
+        release.send(()).expect("holder waits");
+        router.handle_packet(b"a:1|c");
+        assert!(
+            !router.is_pending(),
+            "the bound made the router wait and fold"
+        );
+        holder.join().expect("holder ends");
+        assert_eq!(
+            counters(&handles),
+            vec![("a".to_string(), PENDING_SAMPLES as f64)]
+        );
+    }
 
     #[test]
     fn shard_of_stays_in_range() {

@@ -1,6 +1,7 @@
-//! UDP listeners: one blocking thread per socket, receiving up to `udp_batch` datagrams per
-//! system call (`recvmmsg`), optionally several `SO_REUSEPORT` sockets per address. On stop
-//! the thread drains what the kernel already holds before it exits.
+//! UDP listeners: blocking threads, `udp_threads_per_socket` of them per socket, each
+//! receiving up to `udp_batch` datagrams per system call (`recvmmsg`) and folding them into
+//! the shards itself; optionally several `SO_REUSEPORT` sockets per address. On stop each
+//! thread drains what the kernel already holds before it exits.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -158,13 +159,16 @@ fn run(
                     let (packet, truncated) = receiver.packet(i);
                     handle(&mut router, packet, truncated);
                 }
-                router.flush();
+                // A busy shard's samples wait for the next cycle rather than stall this one.
+                router.try_flush();
                 let wait = pacer.after(n);
                 if !wait.is_zero() && !stopping {
                     std::thread::sleep(wait);
                 }
             }
             Err(e) if is_transient(&e) => {
+                // Idle: whatever waited for a busy shard goes in now.
+                router.flush();
                 if stopping {
                     return;
                 }
