@@ -1,5 +1,6 @@
-//! Wiring: binds the listeners, starts shards, flusher and backends, and owns the shutdown
-//! order — stop receiving, drain sockets and queues, final flush through every backend.
+//! Wiring: binds the listeners, creates the shards, starts the receive threads, flusher and
+//! backends, and owns the shutdown order — stop receiving, drain the sockets into the shards,
+//! final flush through every backend.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -236,7 +237,7 @@ impl Running {
         }
     }
 
-    /// Stops receiving, drains sockets and queues, runs the final flush through every
+    /// Stops receiving, drains the sockets into the shards, runs the final flush through every
     /// backend (each given until the shutdown deadline) and waits for all threads.
     pub async fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -3,7 +3,8 @@
 //! - [`config`]: the TOML file, validated once into [`config::Config`].
 //! - [`protocol`]: the StatsD line grammar: bytes in, samples, events and checks out.
 //! - [`server`]: UDP, TCP and Unix listeners; each routes samples to their shard.
-//! - [`aggregate`]: shard threads owning the series and their interval state.
+//! - [`aggregate`]: shards owning the series and their interval state, folded into by the
+//!   receive threads.
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
 //! - [`record`]: the flush record and its JSON shape.
 //! - [`alert`]: alert rules evaluated against each record, and their notifiers.

@@ -39,11 +39,23 @@ impl Batch {
         self.samples.is_empty() && self.events.is_empty()
     }
 
-    /// Empties the batch, keeping its buffers.
+    /// Empties the batch, keeping its buffers for the next receive cycle; one that grew far
+    /// past a cycle's size (samples waited for a busy shard) gives the excess back.
     pub fn clear(&mut self) {
+        const KEPT_SAMPLES: usize = 4096;
+        const KEPT_BYTES: usize = 256 * 1024;
         self.arena.clear();
         self.samples.clear();
         self.events.clear();
+        if self.samples.capacity() > 4 * KEPT_SAMPLES {
+            self.samples.shrink_to(KEPT_SAMPLES);
+        }
+        if self.arena.capacity() > 4 * KEPT_BYTES {
+            self.arena.shrink_to(KEPT_BYTES);
+        }
+        if self.events.capacity() > 64 {
+            self.events.shrink_to(64);
+        }
     }
 
     /// Appends the bytes of a set member and returns their range.

@@ -161,9 +161,11 @@ pub fn route_hash(body: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// The hash of a whole series identity from its routing hash and kind.
+/// The hash of a whole series identity from its routing hash and kind. Rotated, because the
+/// shard was chosen by the routing hash's top bits, and a shard's table tells entries apart
+/// by the top bits of this one.
 pub fn series_hash(route_hash: u64, kind: MetricKind) -> u64 {
-    route_hash ^ u64::from(kind.code()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    (route_hash ^ u64::from(kind.code()).wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left(32)
 }
 
 /// Keys are built from validated UTF-8 and split at ASCII bytes, so this never fails; the

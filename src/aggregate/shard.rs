@@ -375,7 +375,7 @@ mod tests {
         (Shard::new(Arc::new(config), telemetry.clone()), telemetry)
     }
 
-    /// One sample as the router would queue it.
+    /// One sample as a router batches it for a busy shard.
     fn sample(name: &str, kind: MetricKind, text: &str, rate: f64) -> Batch {
         let mut batch = Batch::default();
         let mut tags: Vec<Tag<'_>> = Vec::new();

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::aggregate::{Batch, BatchSample, KeyEncoder, Shard, ShardHandle, TaggedEvent};
+use crate::aggregate::{
+    Batch, BatchSample, KeyEncoder, MAX_EVENTS, Shard, ShardHandle, TaggedEvent,
+};
 use crate::protocol::{MetricLine, ParseError, Parsed, lines, parse_line};
 use crate::telemetry::{LocalCounts, Telemetry};
 
@@ -16,7 +18,8 @@ use crate::telemetry::{LocalCounts, Telemetry};
 const BATCH_SAMPLES: usize = 1024;
 const BATCH_BYTES: usize = 64 * 1024;
 /// A batch this large is folded in even if that means waiting for its shard (a flush of a
-/// very large shard, say): about 20 MB of samples and keys at most.
+/// very large shard, say): about 20 MB of samples and keys per router and shard at most,
+/// given back once folded in (see [`Batch::clear`]).
 const PENDING_SAMPLES: usize = 256 * 1024;
 const PENDING_BYTES: usize = 8 * 1024 * 1024;
 
@@ -197,8 +200,13 @@ impl Target for Batches<'_> {
     }
 
     fn event(&mut self, event: TaggedEvent) {
-        // Events are rare; shard 0 keeps them all so their order is kept.
-        self.batches[0].events.push(event);
+        // Events are rare; shard 0 keeps them all so their order is kept. The shard keeps
+        // at most MAX_EVENTS an interval, so no more need wait for it.
+        let batch = &mut self.batches[0];
+        batch.events.push(event);
+        if batch.events.len() >= MAX_EVENTS {
+            self.shards[0].lock().add(batch);
+        }
     }
 }
 
@@ -325,6 +333,23 @@ mod tests {
         let counted = counters(&handles);
         assert_eq!(counted.len(), 50);
         assert!(counted.iter().all(|(_, sum)| *sum == 1.0));
+    }
+
+    #[test]
+    fn events_stop_waiting_for_a_busy_shard_at_the_interval_cap() {
+        let (mut router, handles) = router(2);
+        let (release, holder) = hold(&handles[0], Duration::from_millis(50));
+        let events = "_e{1,1}:t|x\n".repeat(MAX_EVENTS - 1);
+        router.handle_packet(events.as_bytes());
+        assert!(router.is_pending(), "shard 0 is held: the events wait");
+        release.send(()).expect("holder waits");
+        router.handle_packet(b"_e{1,1}:t|x");
+        assert!(
+            !router.is_pending(),
+            "the cap made the router wait and fold"
+        );
+        holder.join().expect("holder ends");
+        assert_eq!(handles[0].snapshot().events.len(), MAX_EVENTS);
     }
 
     #[test]

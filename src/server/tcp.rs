@@ -110,6 +110,9 @@ impl Framer {
     }
 }
 
+/// How soon lines that wait for a busy shard are offered to it again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
 async fn connection(
     mut stream: TcpStream,
     mut router: Router,
@@ -120,7 +123,21 @@ async fn connection(
     let mut peer_closed = false;
     loop {
         framer.buf.reserve(8 * 1024);
+        // Lines waiting for a busy shard are retried shortly, without blocking this task's
+        // worker on the shard's lock.
+        let pending = router.is_pending();
+        let retry = async move {
+            if pending {
+                tokio::time::sleep(RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
+            () = retry => {
+                router.try_flush();
+                continue;
+            }
             read = stream.read_buf(&mut framer.buf) => match read {
                 Ok(0) => {
                     peer_closed = true;
@@ -137,10 +154,14 @@ async fn connection(
                 break;
             }
         }
-        router.flush();
+        router.try_flush();
     }
     framer.finish(&mut router, peer_closed);
-    router.flush();
+    router.try_flush();
+    while router.is_pending() {
+        tokio::time::sleep(RETRY).await;
+        router.try_flush();
+    }
 }
 
 /// Reads whatever the socket already holds without waiting; true when the peer had closed. Reads the descriptor directly:

@@ -92,7 +92,7 @@ fn run(
         match recv_whole(&socket, &mut buf) {
             Ok((n, truncated)) => {
                 super::udp::handle(&mut router, &buf[..n], truncated);
-                router.flush();
+                router.try_flush();
             }
             Err(e)
                 if matches!(
@@ -102,6 +102,8 @@ fn run(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
+                // Idle: whatever waited for a busy shard goes in now.
+                router.flush();
                 if drain_deadline.is_some() {
                     break;
                 }

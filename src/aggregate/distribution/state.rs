@@ -107,7 +107,7 @@ fn push_bounded(values: &mut Vec<f64>, value: f64, limit: usize) {
     values.push(value);
 }
 
-/// The raw samples of one interval, sent from the shard thread to the flush thread.
+/// The raw samples of one interval, handed from the shard to the flush thread.
 /// Send + 'static.
 #[derive(Debug)]
 pub struct DistSnapshot {
