@@ -36,7 +36,8 @@ struct Args {
     /// Lines per datagram.
     #[arg(long, default_value_t = 40)]
     lines_per_datagram: usize,
-    /// Offered lines per second across all threads; 0 sends flat out.
+    /// Offered lines per second across all threads; 0 sends flat out. A paced thread that
+    /// falls more than 2 ms behind (descheduled) skips the backlog rather than burst it.
     #[arg(long, default_value_t = 0)]
     rate: u64,
     /// How long to send, in seconds (at most 600).
@@ -73,7 +74,7 @@ fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let per_thread_rate = args.rate / args.threads as u64;
     let per_thread_max = args.max_lines.div_ceil(args.threads as u64);
-    let results: Vec<(u64, u64)> = std::thread::scope(|scope| {
+    let results: Vec<Sent> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.threads)
             .map(|t| {
                 let datagrams = &datagrams;
@@ -92,14 +93,15 @@ fn main() -> std::process::ExitCode {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or((0, 0)))
+            .map(|h| h.join().unwrap_or_default())
             .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let datagrams_sent: u64 = results.iter().map(|r| r.0).sum();
-    let lines_sent: u64 = results.iter().map(|r| r.1).sum();
+    let datagrams_sent: u64 = results.iter().map(|r| r.datagrams).sum();
+    let lines_sent: u64 = results.iter().map(|r| r.lines).sum();
+    let stalls: u64 = results.iter().map(|r| r.stalls).sum();
     println!(
-        "{{\"target\":\"{}\",\"kind\":\"{:?}\",\"series\":{},\"lines_per_datagram\":{},\"offered_rate\":{},\"datagrams_sent\":{},\"lines_sent\":{},\"elapsed_s\":{:.3},\"lines_per_s\":{:.0}}}",
+        "{{\"target\":\"{}\",\"kind\":\"{:?}\",\"series\":{},\"lines_per_datagram\":{},\"offered_rate\":{},\"datagrams_sent\":{},\"lines_sent\":{},\"elapsed_s\":{:.3},\"lines_per_s\":{:.0},\"stalls\":{}}}",
         args.target,
         args.kind,
         args.series,
@@ -109,6 +111,7 @@ fn main() -> std::process::ExitCode {
         lines_sent,
         elapsed,
         lines_sent as f64 / elapsed.max(1e-9),
+        stalls,
     );
     std::process::ExitCode::SUCCESS
 }
@@ -139,7 +142,20 @@ fn build_datagrams(args: &Args) -> Vec<Vec<u8>> {
     datagrams
 }
 
-/// One sending thread: returns (datagrams, lines) sent.
+/// How far behind its schedule a paced thread may fall and still catch up, in
+/// milliseconds of its rate; beyond, the schedule moves on (counted as a stall).
+const CATCH_UP_MS: u64 = 2;
+
+/// What one sending thread sent.
+#[derive(Debug, Default)]
+struct Sent {
+    datagrams: u64,
+    lines: u64,
+    /// Times the thread fell more than [`CATCH_UP_MS`] behind a paced schedule.
+    stalls: u64,
+}
+
+/// One sending thread.
 fn send(
     args: &Args,
     datagrams: &[Vec<u8>],
@@ -147,7 +163,7 @@ fn send(
     rate: u64,
     max_lines: u64,
     duration: Duration,
-) -> (u64, u64) {
+) -> Sent {
     let bind = if args.target.is_ipv6() {
         "[::1]:0"
     } else {
@@ -155,16 +171,18 @@ fn send(
     };
     let Ok(socket) = UdpSocket::bind(bind) else {
         eprintln!("tallyd-loadgen: cannot bind a socket");
-        return (0, 0);
+        return Sent::default();
     };
     if socket.connect(args.target).is_err() {
         eprintln!("tallyd-loadgen: cannot connect to {}", args.target);
-        return (0, 0);
+        return Sent::default();
     }
     let lines_each = args.lines_per_datagram as u64;
     let started = Instant::now();
     let mut next = thread * datagrams.len() / args.threads.max(1);
     let (mut sent_datagrams, mut sent_lines) = (0u64, 0u64);
+    let mut forgiven = Duration::ZERO;
+    let mut stalls = 0u64;
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(args.batch);
     let mut headers: Vec<libc::mmsghdr> = Vec::with_capacity(args.batch);
     loop {
@@ -174,7 +192,17 @@ fn send(
         }
         let mut want = args.batch as u64;
         if rate > 0 {
-            let allowed = (rate as f64 * elapsed.as_secs_f64()) as u64;
+            let allowed = (rate as f64 * (elapsed - forgiven).as_secs_f64()) as u64;
+            let behind = allowed.saturating_sub(sent_lines);
+            if behind > rate / 1000 * CATCH_UP_MS {
+                // This thread stalled (descheduled, say). Sending the whole backlog flat out
+                // would be a burst no paced sender makes; the schedule moves on instead, and
+                // the report shows the rate really offered.
+                let excess = behind - rate / 1000 * CATCH_UP_MS;
+                forgiven += Duration::from_secs_f64(excess as f64 / rate as f64);
+                stalls += 1;
+            }
+            let allowed = (rate as f64 * (elapsed - forgiven).as_secs_f64()) as u64;
             let owed = allowed.saturating_sub(sent_lines) / lines_each;
             if owed == 0 {
                 // Ahead of schedule: wait for the next datagram's turn.
@@ -222,5 +250,9 @@ fn send(
             std::thread::sleep(Duration::from_micros(100));
         }
     }
-    (sent_datagrams, sent_lines)
+    Sent {
+        datagrams: sent_datagrams,
+        lines: sent_lines,
+        stalls,
+    }
 }

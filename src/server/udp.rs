@@ -49,13 +49,43 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> io::Resul
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
-    if recv_buffer > 0 {
+    if recv_buffer > 0 && !force_recv_buffer(&socket, recv_buffer) {
         socket.set_recv_buffer_size(recv_buffer)?;
+        let granted = socket.recv_buffer_size()?;
+        if granted < recv_buffer {
+            tracing::warn!(
+                requested = recv_buffer,
+                granted,
+                "UDP receive buffer capped by net.core.rmem_max; raise it (or grant \
+                 CAP_NET_ADMIN) so bursts are not dropped"
+            );
+        }
     }
     socket.bind(&addr.into())?;
     let socket: UdpSocket = socket.into();
     socket.set_read_timeout(Some(POLL))?;
     Ok(socket)
+}
+
+/// Sets the receive buffer with `SO_RCVBUFFORCE`, which goes past `net.core.rmem_max` but
+/// needs `CAP_NET_ADMIN`; false (and nothing changed) without it, so the caller falls back
+/// to `SO_RCVBUF` within the cap.
+fn force_recv_buffer(socket: &Socket, bytes: usize) -> bool {
+    let Ok(value) = libc::c_int::try_from(bytes) else {
+        return false;
+    };
+    // SAFETY: a plain setsockopt on a descriptor the socket owns, with a pointer to a local
+    // c_int and its size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    result == 0
 }
 
 /// Starts the receive thread of one socket.
