@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tallyd::aggregate::{Batch, BatchSample, KeyEncoder, Shard, ShardHandle};
+use tallyd::aggregate::{Batch, KeyEncoder, Shard, ShardHandle};
 use tallyd::config::Config;
 use tallyd::protocol::{MetricLine, Parsed, parse_line};
 use tallyd::server::Router;
@@ -44,23 +44,9 @@ fn batches(kind: &str) -> Vec<Batch> {
                 panic!("bench lines are valid: {line}");
             };
             let batch = batches.last_mut().expect("never empty");
-            let key_start = batch.arena.len() as u32;
-            let hash = encoder.encode(parsed.name, &mut parsed.tags, &mut batch.arena);
-            let key_end = batch.arena.len() as u32;
-            for sample in &parsed.samples {
-                let (member_start, member_end) = batch.push_member(sample.text);
-                batch.samples.push(BatchSample {
-                    hash,
-                    key_start,
-                    key_end,
-                    kind: sample.kind,
-                    value: sample.value,
-                    signed: sample.signed,
-                    rate: sample.rate,
-                    member_start,
-                    member_end,
-                });
-            }
+            let mut body = Vec::new();
+            let hash = encoder.encode(parsed.name, &mut parsed.tags, &mut body);
+            batch.push_line(&body, hash, &parsed.samples);
             if batch.samples.len() == 1024 {
                 batches.push(Batch::default());
             }

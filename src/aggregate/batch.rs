@@ -1,7 +1,7 @@
 //! Samples waiting for a shard: many at once, their key bodies packed into one byte arena, so
 //! a receive thread takes each shard's lock once per receive cycle instead of once per line.
 
-use crate::protocol::{Event, MetricKind, ServiceCheck};
+use crate::protocol::{Event, MetricKind, Sample, ServiceCheck};
 
 /// One sample in a [`Batch`]; its key and set member are ranges of the batch's arena.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +55,32 @@ impl Batch {
         }
         if self.events.capacity() > 64 {
             self.events.shrink_to(64);
+        }
+    }
+
+    /// Appends the samples of one metric line whose key body is `body`, with routing hash
+    /// `hash` (see [`super::KeyEncoder::body`]).
+    pub fn push_line(&mut self, body: &[u8], hash: u64, samples: &[Sample<'_>]) {
+        let key_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(body);
+        let key_end = self.arena.len() as u32;
+        for sample in samples {
+            let (member_start, member_end) = if sample.kind == MetricKind::Set {
+                self.push_member(sample.text)
+            } else {
+                (0, 0)
+            };
+            self.samples.push(BatchSample {
+                hash,
+                key_start,
+                key_end,
+                kind: sample.kind,
+                value: sample.value,
+                signed: sample.signed,
+                rate: sample.rate,
+                member_start,
+                member_end,
+            });
         }
     }
 

@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::aggregate::{
-    Batch, BatchSample, KeyEncoder, MAX_EVENTS, Shard, ShardHandle, TaggedEvent,
-};
+use crate::aggregate::{Batch, KeyEncoder, MAX_EVENTS, Shard, ShardHandle, TaggedEvent};
 use crate::protocol::{MetricLine, ParseError, Parsed, lines, parse_line};
 use crate::telemetry::{LocalCounts, Telemetry};
 
@@ -169,27 +167,7 @@ impl Target for Batches<'_> {
     fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>) {
         let shard = shard_of(hash, self.batches.len());
         let batch = &mut self.batches[shard];
-        let key_start = batch.arena.len() as u32;
-        batch.arena.extend_from_slice(body);
-        let key_end = batch.arena.len() as u32;
-        for sample in &line.samples {
-            let (member_start, member_end) = if sample.kind == crate::protocol::MetricKind::Set {
-                batch.push_member(sample.text)
-            } else {
-                (0, 0)
-            };
-            batch.samples.push(BatchSample {
-                hash,
-                key_start,
-                key_end,
-                kind: sample.kind,
-                value: sample.value,
-                signed: sample.signed,
-                rate: sample.rate,
-                member_start,
-                member_end,
-            });
-        }
+        batch.push_line(body, hash, &line.samples);
         if batch.samples.len() >= PENDING_SAMPLES || batch.arena.len() >= PENDING_BYTES {
             self.shards[shard].lock().add(batch);
         } else if (batch.samples.len() >= BATCH_SAMPLES || batch.arena.len() >= BATCH_BYTES)
