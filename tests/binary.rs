@@ -32,8 +32,15 @@ fn spawn_agent(config: &Path) -> (Child, SocketAddr) {
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(10))
-        .expect("the agent logs its UDP address");
-    (child, addr.parse().expect("a socket address"))
+        .ok()
+        .and_then(|addr| addr.parse().ok());
+    let Some(addr) = addr else {
+        // Do not leave the agent running past a failed test.
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the agent did not log a UDP address it listens on");
+    };
+    (child, addr)
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
