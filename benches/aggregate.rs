@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tallyd::aggregate::{Batch, KeyEncoder, Shard, ShardHandle};
+use tallyd::aggregate::{Batch, KeyEncoder, Shard, new_shards};
 use tallyd::config::Config;
 use tallyd::protocol::{MetricLine, Parsed, parse_line};
 use tallyd::server::Router;
@@ -87,7 +87,6 @@ fn shard(c: &mut Criterion) {
 }
 
 fn router(c: &mut Criterion) {
-    let config = Arc::new(Config::default().aggregation);
     let mut group = c.benchmark_group("router");
     group.throughput(Throughput::Elements(LINES as u64));
     for shards in [1, 2] {
@@ -96,9 +95,9 @@ fn router(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let telemetry = Arc::new(Telemetry::default());
-                    let handles: Vec<ShardHandle> = (0..shards)
-                        .map(|_| ShardHandle::new(Shard::new(config.clone(), telemetry.clone())))
-                        .collect();
+                    let mut config = Config::default().aggregation;
+                    config.shards = shards;
+                    let handles = new_shards(&Arc::new(config), &telemetry);
                     Router::new(KeyEncoder::new(Arc::from(Vec::new())), handles, telemetry)
                 },
                 |mut router| {

@@ -229,15 +229,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::aggregate::{RawData, ShardSnapshot};
+    use crate::aggregate::{RawData, ShardSnapshot, new_shards};
     use crate::config::Config;
 
     fn router(shards: usize) -> (Router, Vec<ShardHandle>) {
-        let config = Arc::new(Config::default().aggregation);
+        let mut config = Config::default().aggregation;
+        config.shards = shards;
         let telemetry = Arc::new(Telemetry::default());
-        let handles: Vec<ShardHandle> = (0..shards)
-            .map(|_| ShardHandle::new(Shard::new(config.clone(), telemetry.clone())))
-            .collect();
+        let handles = new_shards(&Arc::new(config), &telemetry);
         let encoder = KeyEncoder::new(Arc::from(Vec::new()));
         (Router::new(encoder, handles.clone(), telemetry), handles)
     }
