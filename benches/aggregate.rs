@@ -1,6 +1,8 @@
 //! Shard and router throughput in lines/s. `shard/*`: one shard folds prebuilt batches in
 //! (building them is setup, not timed). `router/*`: whole packets of 40 lines parsed, keyed
 //! and folded, into one shard (lines folded straight in) and into two (batched per shard).
+//! `steady/*`: the load generator's packed lines (10 000 untagged counter series) into
+//! shards that already hold every series, the agent's state under sustained load.
 //! `cargo bench --bench aggregate`.
 
 use std::sync::Arc;
@@ -114,5 +116,47 @@ fn router(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, shard, router);
+/// 40-line packets of `loadgen.counter.<i>:1|c`, cycling over 10 000 series in the order
+/// the load generator sends them.
+fn loadgen_packets() -> Vec<Vec<u8>> {
+    const STEADY_SERIES: usize = 10_000;
+    (0..STEADY_SERIES / 40 * 2)
+        .map(|p| {
+            (0..40)
+                .flat_map(|l| {
+                    let series = (p * 40 + l) % STEADY_SERIES;
+                    format!("loadgen.counter.{series}:1|c\n").into_bytes()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn steady(c: &mut Criterion) {
+    let mut group = c.benchmark_group("steady");
+    let packets = loadgen_packets();
+    group.throughput(Throughput::Elements(packets.len() as u64 * 40));
+    for shards in [1, 2] {
+        let telemetry = Arc::new(Telemetry::default());
+        let mut config = Config::default().aggregation;
+        config.shards = shards;
+        let handles = new_shards(&Arc::new(config), &telemetry);
+        let mut router = Router::new(KeyEncoder::new(Arc::from(Vec::new())), handles, telemetry);
+        for packet in &packets {
+            router.handle_packet(packet);
+        }
+        router.flush();
+        group.bench_function(format!("counters_{shards}_shards"), |b| {
+            b.iter(|| {
+                for packet in &packets {
+                    router.handle_packet(packet);
+                }
+                router.flush();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, shard, router, steady);
 criterion_main!(benches);

@@ -60,14 +60,24 @@ pub(super) fn metric<'a>(
         _ => return None,
     };
     let after_type = &rest[bar + 1 + type_len..];
-    if !matches!(after_type.first(), None | Some(b'|')) {
+    let name = ascii(&line[..colon]);
+    let text = ascii(&rest[..bar]);
+    if after_type.is_empty() {
+        // The commonest line ends at its type: no rate, no tags, nothing more to read.
+        let value = match sample_value(text, kind) {
+            Ok(value) => value,
+            Err(err) => return Some(Err(err)),
+        };
+        out.name = name;
+        out.samples.push(sample(kind, value, text, 1.0));
+        return Some(Ok(()));
+    }
+    if after_type[0] != b'|' {
         return None;
     }
     // The rest may be any UTF-8; a line that is not UTF-8 at all is the general path's to
     // reject first.
     let trailer = std::str::from_utf8(after_type).ok()?;
-    let name = ascii(&line[..colon]);
-    let text = ascii(&rest[..bar]);
     let (rate, trailer) = match sample_rate(trailer) {
         Ok((_, next)) if next.starts_with(':') => return None,
         Ok(found) => found,
@@ -78,18 +88,23 @@ pub(super) fn metric<'a>(
         Err(err) => return Some(Err(err)),
     };
     out.name = name;
-    out.samples.push(Sample {
-        kind,
-        value,
-        signed: matches!(text.as_bytes().first(), Some(b'+' | b'-')),
-        text,
-        rate: rate.unwrap_or(1.0),
-    });
+    out.samples.push(sample(kind, value, text, rate.unwrap_or(1.0)));
     let last = LastSample {
         start: 0,
         has_rate: rate.is_some(),
     };
     Some(parse_trailer(trailer, last, false, out))
+}
+
+/// The sample of value text `text`, read as `value`.
+fn sample(kind: MetricKind, value: f64, text: &str, rate: f64) -> Sample<'_> {
+    Sample {
+        kind,
+        value,
+        signed: matches!(text.as_bytes().first(), Some(b'+' | b'-')),
+        text,
+        rate,
+    }
 }
 
 /// The position of the first byte of `line` that a plain name may not hold (see [`NAME`]),

@@ -65,6 +65,8 @@ impl Router {
     /// Handles one datagram (or one read of a stream): every line in it.
     pub fn handle_packet(&mut self, packet: &[u8]) {
         self.parser.counts.packets += 1;
+        // One line buffer for the whole packet, its lifetime tied to the packet's.
+        let mut parsed: MetricLine<'_> = std::mem::take(&mut self.parser.line).recycle();
         if let [only] = self.shards.as_slice()
             && let Some(mut shard) = only.try_lock()
         {
@@ -73,17 +75,18 @@ impl Router {
                 shard.add(pending);
             }
             for line in lines(packet) {
-                self.parser.line_into(line, &mut *shard);
+                self.parser.line_into(line, &mut parsed, &mut *shard);
             }
-            return;
+        } else {
+            let mut batches = Batches {
+                shards: &self.shards,
+                batches: &mut self.batches,
+            };
+            for line in lines(packet) {
+                self.parser.line_into(line, &mut parsed, &mut batches);
+            }
         }
-        let mut batches = Batches {
-            shards: &self.shards,
-            batches: &mut self.batches,
-        };
-        for line in lines(packet) {
-            self.parser.line_into(line, &mut batches);
-        }
+        self.parser.line = parsed.recycle();
     }
 
     /// Counts a line dropped before parsing (too long, truncated).
@@ -189,20 +192,24 @@ impl Target for Batches<'_> {
 }
 
 impl LineParser {
-    /// Parses one line (without its `\n`) and hands its samples to `target`.
-    fn line_into(&mut self, line: &[u8], target: &mut impl Target) {
+    /// Parses one line (without its `\n`) into `parsed` and hands its samples to `target`.
+    fn line_into<'p>(
+        &mut self,
+        line: &'p [u8],
+        parsed: &mut MetricLine<'p>,
+        target: &mut impl Target,
+    ) {
         self.counts.lines += 1;
         if line.len() > self.max_line {
             self.counts.bad_line(ParseError::TooLong);
             return;
         }
-        let mut parsed: MetricLine<'_> = std::mem::take(&mut self.line).recycle();
-        match parse_line(line, &mut parsed) {
+        match parse_line(line, parsed) {
             Ok(Parsed::Metric) => {
                 let (body, hash) = self
                     .encoder
                     .body(parsed.name, &mut parsed.tags, &mut self.key);
-                target.metric(body, hash, &parsed);
+                target.metric(body, hash, parsed);
             }
             Ok(Parsed::Event(mut event)) => {
                 let tags = self.encoder.merge_owned(std::mem::take(&mut event.tags));
@@ -214,7 +221,6 @@ impl LineParser {
             }
             Err(reason) => self.counts.bad_line(reason),
         }
-        self.line = parsed.recycle();
     }
 }
 
