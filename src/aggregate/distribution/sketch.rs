@@ -311,7 +311,9 @@ mod tests {
         let mut values: Vec<f64> = (-300..=300).step_by(3).map(|e| 10f64.powi(e)).collect();
         values.extend(values.clone().iter().map(|v| -v));
         let (s, tails) = sketch(&values).figures(&[p(99.0), p(-1.0), p(50.0)]);
-        let largest = 10f64.powi(300);
+        // The largest value as this build computed it: `powi` may round differently when
+        // the compiler folds it into a constant (release builds do).
+        let largest = values.iter().copied().fold(0.0, f64::max);
         assert_eq!((s.lower, s.upper), (-largest, largest));
         for t in tails.iter().flatten() {
             assert!(t.bound >= s.lower && t.bound <= s.upper);
