@@ -38,6 +38,67 @@ pub(super) fn metric<'a>(
     line: &'a [u8],
     out: &mut MetricLine<'a>,
 ) -> Option<Result<(), ParseError>> {
+    let head = head(line)?;
+    let after_type = &line[head.end..];
+    if after_type.is_empty() {
+        return Some(head.plain(line, out));
+    }
+    if after_type[0] != b'|' {
+        return None;
+    }
+    // The rest may be any UTF-8; a line that is not UTF-8 at all is the general path's to
+    // reject first.
+    let trailer = std::str::from_utf8(after_type).ok()?;
+    let text = head.text(line);
+    let (rate, trailer) = match sample_rate(trailer) {
+        Ok((_, next)) if next.starts_with(':') => return None,
+        Ok(found) => found,
+        Err(err) => return Some(sample_value(text, head.kind).and(Err(err))),
+    };
+    let value = match sample_value(text, head.kind) {
+        Ok(value) => value,
+        Err(err) => return Some(Err(err)),
+    };
+    out.name = head.name(line);
+    out.samples
+        .push(sample(head.kind, value, text, rate.unwrap_or(1.0)));
+    let last = LastSample {
+        start: 0,
+        has_rate: rate.is_some(),
+    };
+    Some(parse_trailer(trailer, last, false, out))
+}
+
+/// Parses the first line of `buf` into `out` when it is the commonest kind of line, a plain
+/// `name:value|type` that ends at a `\n` or at the end of `buf`: the line's length (without
+/// the `\n`) and the outcome, found in one pass. `None` leaves the line to be split off and
+/// parsed as a whole. `out` is empty on entry.
+#[inline(always)]
+pub(super) fn plain_line<'a>(
+    buf: &'a [u8],
+    out: &mut MetricLine<'a>,
+) -> Option<(usize, Result<(), ParseError>)> {
+    let head = head(buf)?;
+    match buf.get(head.end) {
+        None | Some(b'\n') => Some((head.end, head.plain(buf, out))),
+        Some(_) => None,
+    }
+}
+
+/// Where the parts of a line's common head, `name:value|type`, are.
+struct Head {
+    /// The `:` after the name.
+    colon: usize,
+    /// The `|` after the value.
+    bar: usize,
+    kind: MetricKind,
+    /// Just past the type.
+    end: usize,
+}
+
+/// Finds the common head at the start of `line` (which may go on past the line's end).
+#[inline(always)]
+fn head(line: &[u8]) -> Option<Head> {
     if line.starts_with(b"_e{") {
         // An event, whatever else the line holds: the general path reads or rejects it.
         return None;
@@ -46,12 +107,15 @@ pub(super) fn metric<'a>(
     if line[colon] != b':' || colon == 0 || colon > MAX_NAME_BYTES {
         return None;
     }
-    let rest = &line[colon + 1..];
-    let bar = rest.iter().position(|&b| !NUMBER[usize::from(b)])?;
-    if rest[bar] != b'|' {
+    let value = colon + 1;
+    let bar = value
+        + line[value..]
+            .iter()
+            .position(|&b| !NUMBER[usize::from(b)])?;
+    if line[bar] != b'|' {
         return None;
     }
-    let (kind, type_len) = match &rest[bar + 1..] {
+    let (kind, type_len) = match &line[bar + 1..] {
         [b'm', b's', ..] => (MetricKind::Timer, 2),
         [b'c' | b'm', ..] => (MetricKind::Counter, 1),
         [b'g', ..] => (MetricKind::Gauge, 1),
@@ -59,41 +123,53 @@ pub(super) fn metric<'a>(
         [b'd', ..] => (MetricKind::Distribution, 1),
         _ => return None,
     };
-    let after_type = &rest[bar + 1 + type_len..];
-    let name = ascii(&line[..colon]);
-    let text = ascii(&rest[..bar]);
-    if after_type.is_empty() {
-        // The commonest line ends at its type: no rate, no tags, nothing more to read.
-        let value = match sample_value(text, kind) {
-            Ok(value) => value,
-            Err(err) => return Some(Err(err)),
-        };
-        out.name = name;
-        out.samples.push(sample(kind, value, text, 1.0));
-        return Some(Ok(()));
+    Some(Head {
+        colon,
+        bar,
+        kind,
+        end: bar + 1 + type_len,
+    })
+}
+
+impl Head {
+    fn name<'a>(&self, line: &'a [u8]) -> &'a str {
+        ascii(&line[..self.colon])
     }
-    if after_type[0] != b'|' {
+
+    fn text<'a>(&self, line: &'a [u8]) -> &'a str {
+        ascii(&line[self.colon + 1..self.bar])
+    }
+
+    /// Reads a line that ends at its type: no rate, no tags, nothing more.
+    #[inline(always)]
+    fn plain<'a>(&self, line: &'a [u8], out: &mut MetricLine<'a>) -> Result<(), ParseError> {
+        let text = self.text(line);
+        let value = match unsigned_integer(text.as_bytes()) {
+            Some(value) => value,
+            None => sample_value(text, self.kind)?,
+        };
+        out.name = self.name(line);
+        out.samples.push(sample(self.kind, value, text, 1.0));
+        Ok(())
+    }
+}
+
+/// The commonest value, 1 to 15 digits, read inline: such an integer is exact in an `f64`,
+/// so this gives what the general number parser gives. None for any other text.
+#[inline(always)]
+fn unsigned_integer(text: &[u8]) -> Option<f64> {
+    if text.is_empty() || text.len() > 15 {
         return None;
     }
-    // The rest may be any UTF-8; a line that is not UTF-8 at all is the general path's to
-    // reject first.
-    let trailer = std::str::from_utf8(after_type).ok()?;
-    let (rate, trailer) = match sample_rate(trailer) {
-        Ok((_, next)) if next.starts_with(':') => return None,
-        Ok(found) => found,
-        Err(err) => return Some(sample_value(text, kind).and(Err(err))),
-    };
-    let value = match sample_value(text, kind) {
-        Ok(value) => value,
-        Err(err) => return Some(Err(err)),
-    };
-    out.name = name;
-    out.samples.push(sample(kind, value, text, rate.unwrap_or(1.0)));
-    let last = LastSample {
-        start: 0,
-        has_rate: rate.is_some(),
-    };
-    Some(parse_trailer(trailer, last, false, out))
+    let mut n = 0u64;
+    for &b in text {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n as f64)
 }
 
 /// The sample of value text `text`, read as `value`.
@@ -157,7 +233,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::protocol::line::parse_general;
+    use crate::protocol::line::{NextLine, lines, next_line, parse_general, parse_line};
     use crate::protocol::types::Parsed;
 
     /// What a parse gave, comparable across the two paths.
@@ -252,7 +328,87 @@ mod tests {
         }
     }
 
+    /// Each line's length and outcome, as the router gets them from [`next_line`].
+    fn by_next_line(buf: &[u8]) -> Vec<(usize, Result<String, ParseError>)> {
+        let mut rest = buf;
+        let mut out = MetricLine::default();
+        let mut seen = Vec::new();
+        while let Some(next) = next_line(&mut rest, &mut out) {
+            let (len, result) = match next {
+                NextLine::Parsed(len, result) => (len, result.map(|()| Parsed::Metric)),
+                NextLine::Line(line) => (line.len(), parse_line(line, &mut out)),
+            };
+            let result = result.and_then(|parsed| match parsed {
+                Parsed::Metric => outcome(Ok(()), &out),
+                other => Ok(format!("{other:?}")),
+            });
+            seen.push((len, result));
+        }
+        seen
+    }
+
+    /// The same, from [`lines`] and then [`parse_line`] on each.
+    fn by_lines(buf: &[u8]) -> Vec<(usize, Result<String, ParseError>)> {
+        let mut out = MetricLine::default();
+        lines(buf)
+            .map(|line| {
+                let result = parse_line(line, &mut out).and_then(|parsed| match parsed {
+                    Parsed::Metric => outcome(Ok(()), &out),
+                    other => Ok(format!("{other:?}")),
+                });
+                (line.len(), result)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn next_line_splits_and_parses_as_lines_and_parse_line_do() {
+        let buf = b"a:1|c\nb:2|g\r\n\n\nc:3|ms|@0.5\nd:x|c\n_e{1,1}:t|x\ne:1|c\r\nf:12|h";
+        let seen = by_next_line(buf);
+        assert_eq!(seen, by_lines(buf));
+        assert_eq!(seen.len(), 7);
+        assert_eq!(seen[0].0, 5);
+        assert_eq!(seen[3].1, Err(ParseError::InvalidValue));
+    }
+
+    #[test]
+    fn unsigned_integers_read_as_the_general_parser_reads_them() {
+        for text in ["0", "7", "0001", "123456789012345"] {
+            let general = crate::protocol::line::sample_value(text, MetricKind::Counter);
+            assert_eq!(
+                unsigned_integer(text.as_bytes()).ok_or(ParseError::Malformed),
+                general
+            );
+        }
+        for text in ["", "1234567890123456", "1.5", "-1", "+1", "1e3", "1x"] {
+            assert_eq!(unsigned_integer(text.as_bytes()), None, "{text}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn next_line_agrees_with_lines_then_parse_line(
+            parts in proptest::collection::vec(
+                ("[a-z.é_]{0,5}(:[0-9.+-]{0,4}\\|(c|g|ms|h|s|x)(\\|@0.5|\\|#a:b)?)?",
+                 "(\n|\r\n|\n\n|\r)"),
+                0..8,
+            ),
+        ) {
+            let buf: String = parts.iter().map(|(line, end)| format!("{line}{end}")).collect();
+            let trimmed = buf.trim_end_matches(['\n', '\r']);
+            for buf in [buf.as_bytes(), trimmed.as_bytes()] {
+                prop_assert_eq!(by_next_line(buf), by_lines(buf));
+            }
+        }
+
+        #[test]
+        fn unsigned_integers_agree_with_the_general_parser(text in "[0-9]{1,17}") {
+            if let Some(fast) = unsigned_integer(text.as_bytes()) {
+                let general = crate::protocol::line::sample_value(&text, MetricKind::Counter);
+                prop_assert_eq!(Ok(fast), general);
+            }
+        }
+
         #[test]
         fn the_fast_path_answers_as_the_general_path_does(
             line in "(_e\\{|_sc)?[a-z.é_{]{0,4}[:|@#,;=a-z0-9.eE+-]{0,24}",

@@ -22,20 +22,45 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// empty lines; the final line without `\n` is yielded too.
 pub fn lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = buf;
-    std::iter::from_fn(move || {
-        while !rest.is_empty() {
-            let (line, next) = match memchr::memchr(b'\n', rest) {
-                Some(end) => (&rest[..end], &rest[end + 1..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = next;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.is_empty() {
-                return Some(line);
-            }
+    std::iter::from_fn(move || split_line(&mut rest))
+}
+
+/// Splits the first non-empty line off `rest`, as [`lines`] does.
+fn split_line<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => (*rest, &rest[rest.len()..]),
+        };
+        *rest = next;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.is_empty() {
+            return Some(line);
         }
-        None
-    })
+    }
+    None
+}
+
+/// The next line of a chunk, from [`next_line`].
+#[derive(Debug, PartialEq)]
+pub enum NextLine<'a> {
+    /// A plain `name:value|type` line of this length (without its `\n`), already parsed:
+    /// the outcome [`parse_line`] would give for it.
+    Parsed(usize, Result<(), ParseError>),
+    /// Any other line, for [`parse_line`].
+    Line(&'a [u8]),
+}
+
+/// Splits the first line off `rest`, as [`lines`] does. The commonest line, a plain
+/// `name:value|type`, is found and parsed into `out` in one pass; any other is handed back
+/// whole. None when no line is left.
+pub fn next_line<'a>(rest: &mut &'a [u8], out: &mut MetricLine<'a>) -> Option<NextLine<'a>> {
+    out.clear();
+    if let Some((len, result)) = super::fast::plain_line(rest, out) {
+        *rest = rest.get(len + 1..).unwrap_or_default();
+        return Some(NextLine::Parsed(len, result));
+    }
+    split_line(rest).map(NextLine::Line)
 }
 
 /// Parses one line (no `\n`; a trailing `\r` already removed). For a metric line it fills
@@ -263,6 +288,7 @@ fn convert_values(samples: &mut [Sample<'_>], kind: MetricKind) -> Result<(), Pa
 
 /// A set member is any non-empty text without control characters (value 0); other kinds
 /// read a decimal number, and timers may not be negative.
+#[inline]
 pub(super) fn sample_value(text: &str, kind: MetricKind) -> Result<f64, ParseError> {
     if kind == MetricKind::Set {
         if text.is_empty() || has_control(text) {
@@ -308,6 +334,7 @@ fn parse_number(text: &str) -> Option<f64> {
 
 /// The common case, `[+-]digits` with at most 15 digits, read without the general parser:
 /// such an integer is exactly representable, so the result is the same.
+#[inline]
 fn parse_small_integer(text: &str) -> Option<f64> {
     let digits = match text.as_bytes().first() {
         Some(b'+' | b'-') => &text[1..],

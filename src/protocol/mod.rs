@@ -8,5 +8,5 @@ mod line;
 mod types;
 
 pub use error::ParseError;
-pub use line::{MAX_NAME_BYTES, lines, parse_line};
+pub use line::{MAX_NAME_BYTES, NextLine, lines, next_line, parse_line};
 pub use types::{Event, MetricKind, MetricLine, Parsed, Sample, ServiceCheck, Tag};

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::aggregate::{Batch, KeyEncoder, MAX_EVENTS, Shard, ShardHandle, TaggedEvent};
-use crate::protocol::{MetricLine, ParseError, Parsed, lines, parse_line};
+use crate::protocol::{MetricLine, NextLine, ParseError, Parsed, next_line, parse_line};
 use crate::telemetry::{LocalCounts, Telemetry};
 
 /// A batch is folded in early, if its shard is free, once it holds this many samples or
@@ -74,17 +74,13 @@ impl Router {
             if !pending.is_empty() {
                 shard.add(pending);
             }
-            for line in lines(packet) {
-                self.parser.line_into(line, &mut parsed, &mut *shard);
-            }
+            self.parser.packet_into(packet, &mut parsed, &mut *shard);
         } else {
             let mut batches = Batches {
                 shards: &self.shards,
                 batches: &mut self.batches,
             };
-            for line in lines(packet) {
-                self.parser.line_into(line, &mut parsed, &mut batches);
-            }
+            self.parser.packet_into(packet, &mut parsed, &mut batches);
         }
         self.parser.line = parsed.recycle();
     }
@@ -192,25 +188,51 @@ impl Target for Batches<'_> {
 }
 
 impl LineParser {
-    /// Parses one line (without its `\n`) into `parsed` and hands its samples to `target`.
-    fn line_into<'p>(
+    /// Parses every line of `packet` into `parsed` in turn and hands their samples to
+    /// `target`.
+    fn packet_into<'p>(
         &mut self,
-        line: &'p [u8],
+        packet: &'p [u8],
         parsed: &mut MetricLine<'p>,
         target: &mut impl Target,
     ) {
-        self.counts.lines += 1;
-        if line.len() > self.max_line {
-            self.counts.bad_line(ParseError::TooLong);
-            return;
-        }
-        match parse_line(line, parsed) {
-            Ok(Parsed::Metric) => {
-                let (body, hash) = self
-                    .encoder
-                    .body(parsed.name, &mut parsed.tags, &mut self.key);
-                target.metric(body, hash, parsed);
+        let mut rest = packet;
+        while let Some(next) = next_line(&mut rest, parsed) {
+            self.counts.lines += 1;
+            match next {
+                NextLine::Parsed(len, _) if len > self.max_line => {
+                    self.counts.bad_line(ParseError::TooLong);
+                }
+                NextLine::Parsed(_, Ok(())) => self.metric_into(parsed, target),
+                NextLine::Parsed(_, Err(reason)) => self.counts.bad_line(reason),
+                NextLine::Line(line) if line.len() > self.max_line => {
+                    self.counts.bad_line(ParseError::TooLong);
+                }
+                NextLine::Line(line) => {
+                    let outcome = parse_line(line, parsed);
+                    self.line_into(outcome, parsed, target);
+                }
             }
+        }
+    }
+
+    /// Hands a parsed metric line's samples to `target`.
+    fn metric_into(&mut self, parsed: &mut MetricLine<'_>, target: &mut impl Target) {
+        let (body, hash) = self
+            .encoder
+            .body(parsed.name, &mut parsed.tags, &mut self.key);
+        target.metric(body, hash, parsed);
+    }
+
+    /// Hands a parsed line's samples (or event) to `target`, or counts why it was dropped.
+    fn line_into(
+        &mut self,
+        outcome: Result<Parsed, ParseError>,
+        parsed: &mut MetricLine<'_>,
+        target: &mut impl Target,
+    ) {
+        match outcome {
+            Ok(Parsed::Metric) => self.metric_into(parsed, target),
             Ok(Parsed::Event(mut event)) => {
                 let tags = self.encoder.merge_owned(std::mem::take(&mut event.tags));
                 target.event(TaggedEvent::Event(event, tags));
