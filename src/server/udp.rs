@@ -361,7 +361,7 @@ mod tests {
         const SET_SPAN: usize = 128 * 1024;
         for size in [65_535, 65_536, 8_192, 1_500] {
             let stride = stride(size);
-            assert!(stride >= size && stride % 64 == 0, "{size}");
+            assert!(stride >= size && stride.is_multiple_of(64), "{size}");
             let sets: std::collections::HashSet<usize> =
                 (0..256).map(|i| i * stride % SET_SPAN / 64).collect();
             assert!(sets.len() >= 128, "{size}: {} distinct sets", sets.len());
