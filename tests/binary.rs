@@ -10,8 +10,21 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tallyd");
 
+/// The agent's process: killed when dropped while still running, so that a test failing
+/// part-way does not leave it behind.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the binary and returns it with the UDP address it logged.
-fn spawn_agent(config: &Path) -> (Child, SocketAddr) {
+fn spawn_agent(config: &Path) -> (Agent, SocketAddr) {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -22,6 +35,7 @@ fn spawn_agent(config: &Path) -> (Child, SocketAddr) {
         .spawn()
         .expect("binary starts");
     let stderr = child.stderr.take().expect("stderr piped");
+    let agent = Agent(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -35,12 +49,9 @@ fn spawn_agent(config: &Path) -> (Child, SocketAddr) {
         .ok()
         .and_then(|addr| addr.parse().ok());
     let Some(addr) = addr else {
-        // Do not leave the agent running past a failed test.
-        let _ = child.kill();
-        let _ = child.wait();
         panic!("the agent did not log a UDP address it listens on");
     };
-    (child, addr)
+    (agent, addr)
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -77,7 +88,7 @@ fn burst_then_sigterm(shards: usize) {
         ),
     )
     .expect("config");
-    let (mut child, addr) = spawn_agent(&config);
+    let (mut agent, addr) = spawn_agent(&config);
 
     let socket = UdpSocket::bind("127.0.0.1:0").expect("client");
     let datagram = (0..20)
@@ -88,9 +99,9 @@ fn burst_then_sigterm(shards: usize) {
         socket.send_to(datagram.as_bytes(), addr).expect("send");
     }
     // SAFETY: kill(2) with a valid pid of our own child and a valid signal number.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut agent.0);
     assert!(status.success(), "exit status {status}");
 
     let text = std::fs::read_to_string(&out).expect("output file");
