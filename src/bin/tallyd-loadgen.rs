@@ -30,9 +30,12 @@ struct Args {
     /// The metric kind of every line.
     #[arg(long, value_enum, default_value = "counter")]
     kind: Kind,
-    /// Distinct series (names `loadgen.<kind>.<i>`).
+    /// Distinct series (names `<prefix>.<kind>.<i>`).
     #[arg(long, default_value_t = 10_000)]
     series: usize,
+    /// The first part of every name (longer names, longer keys).
+    #[arg(long, default_value = "loadgen")]
+    prefix: String,
     /// Lines per datagram.
     #[arg(long, default_value_t = 40)]
     lines_per_datagram: usize,
@@ -134,7 +137,9 @@ fn build_datagrams(args: &Args) -> Vec<Vec<u8>> {
             Kind::Counter => 1,
             _ => i % 1000,
         };
-        current.extend_from_slice(format!("loadgen.{kind}.{series}:{value}|{suffix}\n").as_bytes());
+        current.extend_from_slice(
+            format!("{}.{kind}.{series}:{value}|{suffix}\n", args.prefix).as_bytes(),
+        );
         if (i + 1) % args.lines_per_datagram == 0 {
             datagrams.push(std::mem::take(&mut current));
         }
