@@ -11,17 +11,70 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use triomphe::ThinArc;
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::protocol::{MetricKind, Tag};
 
 const TAG_START: u8 = 0x00;
 const TAG_VALUE: u8 = 0x01;
 
-/// The canonical identity of one series: one pointer wide (the length lives beside the
-/// bytes), so the shard's table and the flush record spend 8 bytes a series on it.
-#[derive(Clone)]
-pub struct SeriesKey(ThinArc<(), u8>);
+/// The canonical identity of one series: one pointer to a shared, immutable heap block that
+/// holds a reference count and the length (4 bytes each) before the bytes. The shard's table
+/// and the flush record spend 8 bytes a series on the pointer, and the block costs 8 bytes
+/// more than the key: a general-purpose shared slice (two word-sized counts, or a count and
+/// a word-sized length) would cost 16, which at a million series of 24–31-byte names puts
+/// every key in the allocator's next size class (64 bytes instead of 48).
+pub struct SeriesKey(NonNull<KeyHeader>);
+
+/// The start of a key's block; the key's bytes follow it.
+#[repr(C)]
+struct KeyHeader {
+    count: AtomicU32,
+    len: u32,
+}
+
+const HEADER: usize = std::mem::size_of::<KeyHeader>();
+
+// SAFETY: the bytes are never written after the block is built, and the count is atomic,
+// as in `std::sync::Arc<[u8]>`.
+unsafe impl Send for SeriesKey {}
+// SAFETY: as above; shared access only ever reads the bytes.
+unsafe impl Sync for SeriesKey {}
+
+impl Clone for SeriesKey {
+    fn clone(&self) -> SeriesKey {
+        // Relaxed, as in `Arc::clone`: a new reference needs no ordering with other memory.
+        let old = self.header().count.fetch_add(1, Ordering::Relaxed);
+        if old > u32::MAX / 2 {
+            // Billions of live copies of one key means a leak; stop before the count wraps
+            // and a block is freed while in use.
+            std::process::abort();
+        }
+        SeriesKey(self.0)
+    }
+}
+
+impl Drop for SeriesKey {
+    fn drop(&mut self) {
+        if self.header().count.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Pairs with the Release above in every other copy's drop, as in `Arc::drop`.
+        std::sync::atomic::fence(Ordering::Acquire);
+        let layout = block_layout(self.header().len as usize);
+        // SAFETY: this was the last copy; the block was allocated in `SeriesKey::new` with
+        // this same layout.
+        unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), layout) };
+    }
+}
+
+/// The layout of a key block holding `len` bytes.
+fn block_layout(len: usize) -> Layout {
+    Layout::from_size_align(HEADER + len, std::mem::align_of::<KeyHeader>())
+        .unwrap_or_else(|_| panic!("a {len}-byte key does not fit in memory"))
+}
 
 impl PartialEq for SeriesKey {
     fn eq(&self, other: &SeriesKey) -> bool {
@@ -56,11 +109,32 @@ impl std::fmt::Debug for SeriesKey {
 impl SeriesKey {
     /// The key of series `kind` with key body `body` (from [`KeyEncoder::body`]).
     pub fn new(kind: MetricKind, body: &[u8]) -> SeriesKey {
-        let bytes = KeyBytes {
-            kind: Some(kind.code()),
-            body: body.iter(),
+        let len = body.len() + 1;
+        let len32 = u32::try_from(len).unwrap_or_else(|_| panic!("a {len}-byte key"));
+        let layout = block_layout(len);
+        // SAFETY: the layout has a non-zero size (the header).
+        let block = unsafe { std::alloc::alloc(layout) };
+        let Some(block) = NonNull::new(block.cast::<KeyHeader>()) else {
+            std::alloc::handle_alloc_error(layout);
         };
-        SeriesKey(ThinArc::from_header_and_iter((), bytes))
+        // SAFETY: the block was just allocated for a header and `len` bytes after it, and
+        // is aligned for the header; `body` cannot overlap a fresh allocation.
+        unsafe {
+            block.as_ptr().write(KeyHeader {
+                count: AtomicU32::new(1),
+                len: len32,
+            });
+            let bytes = block.as_ptr().cast::<u8>().add(HEADER);
+            bytes.write(kind.code());
+            std::ptr::copy_nonoverlapping(body.as_ptr(), bytes.add(1), body.len());
+        }
+        SeriesKey(block)
+    }
+
+    fn header(&self) -> &KeyHeader {
+        // SAFETY: the block lives while any copy of the key does, and the header is only
+        // read (its count atomically).
+        unsafe { self.0.as_ref() }
     }
 
     /// True when this is the key of series `kind` with key body `body`.
@@ -70,7 +144,10 @@ impl SeriesKey {
 
     /// The encoded bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0.slice
+        let len = self.header().len as usize;
+        // SAFETY: `len` initialized bytes follow the header, written once in
+        // `SeriesKey::new`, and live as long as this copy.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>().add(HEADER), len) }
     }
 
     /// The series' metric kind.
@@ -123,27 +200,6 @@ impl SeriesKey {
         a_rest.cmp(b_rest).then(a.first().cmp(&b.first()))
     }
 }
-
-/// The whole key's bytes, kind code first, for building a [`SeriesKey`] in one allocation.
-struct KeyBytes<'a> {
-    kind: Option<u8>,
-    body: std::slice::Iter<'a, u8>,
-}
-
-impl Iterator for KeyBytes<'_> {
-    type Item = u8;
-
-    fn next(&mut self) -> Option<u8> {
-        self.kind.take().or_else(|| self.body.next().copied())
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let len = usize::from(self.kind.is_some()) + self.body.len();
-        (len, Some(len))
-    }
-}
-
-impl ExactSizeIterator for KeyBytes<'_> {}
 
 /// The hash of a key body (the key without its kind byte), seeded once per process so that
 /// clients cannot aim collisions at the tables: it picks the shard and, mixed with the kind
@@ -253,6 +309,50 @@ fn push_tag(out: &mut Vec<u8>, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_share_one_block_and_count_themselves_across_threads() {
+        let original = SeriesKey::new(MetricKind::Timer, b"api.latency\x00env\x01prod");
+        let copies: Vec<SeriesKey> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| (0..1000).map(|_| original.clone()).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|handle| handle.join().expect("cloning thread"))
+                .collect()
+        });
+        assert_eq!(original.header().count.load(Ordering::Relaxed), 4001);
+        assert!(
+            copies
+                .iter()
+                .all(|copy| std::ptr::eq(copy.as_bytes(), original.as_bytes()))
+        );
+        std::thread::scope(|scope| {
+            for chunk in copies.chunks(1000) {
+                let chunk = chunk.to_vec();
+                scope.spawn(move || drop(chunk));
+            }
+        });
+        drop(copies);
+        assert_eq!(original.header().count.load(Ordering::Relaxed), 1);
+        assert_eq!(original.kind(), MetricKind::Timer);
+        assert_eq!(original.name(), "api.latency");
+        assert_eq!(original.tags().collect::<Vec<_>>(), [("env", "prod")]);
+    }
+
+    #[test]
+    fn a_key_block_is_its_bytes_and_eight_more() {
+        for len in [0, 1, 7, 8, 31, 300] {
+            let body = vec![b'a'; len];
+            let key = SeriesKey::new(MetricKind::Counter, &body);
+            assert_eq!(key.as_bytes().len(), len + 1);
+            assert_eq!(&key.as_bytes()[1..], &body[..]);
+            assert_eq!(block_layout(len + 1).size(), len + 1 + 8);
+        }
+        assert_eq!(std::mem::size_of::<SeriesKey>(), 8);
+        assert_eq!(std::mem::size_of::<Option<SeriesKey>>(), 8);
+    }
 
     fn key(
         global: &[(&str, &str)],
