@@ -119,12 +119,21 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let stop = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
     let mut udp_addrs = Vec::new();
+    let mut kernel_drops = Vec::new();
     let udp_threads = server.udp_threads(aggregation.shards);
     for socket in udp_sockets {
         let addr = socket.local_addr()?;
         tracing::info!(threads = udp_threads, udp = %addr, "listening");
         if !udp_addrs.contains(&addr) {
             udp_addrs.push(addr);
+        }
+        match udp::KernelDrops::new(&socket) {
+            Ok(drops) => kernel_drops.push(drops),
+            Err(error) => tracing::warn!(
+                udp = %addr,
+                %error,
+                "cannot read the kernel's drop count; internal.dropped_datagrams leaves this socket out"
+            ),
         }
         for _ in 0..udp_threads {
             let name = format!("tallyd-udp-{}", receivers.len());
@@ -180,6 +189,7 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let alerter = Alerter::new(config.alerts.clone(), interval_ms, notifiers);
     let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
     let flusher = Flusher::new(config.clone(), shards, alerter, handles, telemetry.clone())
+        .with_kernel_drops(kernel_drops)
         .spawn(flush_rx)?;
 
     Ok(Running {

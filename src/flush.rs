@@ -14,6 +14,7 @@ use crate::alert::Alerter;
 use crate::backend::BackendHandle;
 use crate::config::Config;
 use crate::record::{Figures, Metric, Record};
+use crate::server::udp::KernelDrops;
 use crate::telemetry::Telemetry;
 
 // The record's metrics are collected in place from a shard's snapshot (see `build`), which
@@ -42,6 +43,7 @@ pub struct Flusher {
     telemetry: Arc<Telemetry>,
     distribution: Arc<DistributionConfig>,
     alerter: Option<Alerter>,
+    kernel_drops: Vec<KernelDrops>,
 }
 
 impl Flusher {
@@ -61,7 +63,16 @@ impl Flusher {
             telemetry,
             distribution,
             alerter: Some(alerter),
+            kernel_drops: Vec::new(),
         }
+    }
+
+    /// Reports the datagrams the kernel dropped at these UDP sockets in each record's
+    /// `internal.dropped_datagrams`.
+    #[must_use]
+    pub fn with_kernel_drops(mut self, kernel_drops: Vec<KernelDrops>) -> Flusher {
+        self.kernel_drops = kernel_drops;
+        self
     }
 
     /// Starts the flusher thread.
@@ -127,6 +138,8 @@ impl Flusher {
             alerter.evaluate(&mut record);
         }
         record.internal = self.telemetry.take_interval();
+        record.internal.dropped_datagrams =
+            self.kernel_drops.iter_mut().map(KernelDrops::take).sum();
         record.internal.flush_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let record = Arc::new(record);
         for backend in &self.backends {

@@ -54,6 +54,9 @@ pub struct Internal {
     #[serde(serialize_with = "serialize_bad_lines")]
     pub bad_lines: [u64; REASONS],
     pub dropped_lines: u64,
+    /// Datagrams the kernel dropped at a UDP socket before they could be read (a full
+    /// receive buffer, mostly); the flusher reads them from the sockets.
+    pub dropped_datagrams: u64,
     pub dropped_series: u64,
     /// Events and service checks beyond the per-interval limit.
     pub dropped_events: u64,
@@ -167,6 +170,7 @@ impl Telemetry {
             lines_received: self.lines_received.swap(0, Relaxed),
             bad_lines,
             dropped_lines: self.dropped_lines.swap(0, Relaxed),
+            dropped_datagrams: 0,
             dropped_series: self.dropped_series.swap(0, Relaxed),
             dropped_events: self.dropped_events.swap(0, Relaxed),
             dropped_records: self.dropped_records.swap(0, Relaxed),

@@ -123,6 +123,60 @@ fn burst_then_sigterm(shards: usize) {
     assert_eq!(record["interval_ms"], 3_600_000);
 }
 
+#[test]
+fn datagrams_the_kernel_drops_while_the_agent_is_stopped_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.jsonl");
+    let config = dir.path().join("tallyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = 4096\n\
+             [aggregation]\nflush_interval_ms = 3600000\n\
+             [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
+            out.display().to_string()
+        ),
+    )
+    .expect("config");
+    let (mut agent, addr) = spawn_agent(&config);
+    let pid = agent.0.id() as libc::pid_t;
+    // SAFETY: kill(2) with a valid pid of our own child and a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The stopped agent reads nothing: a few datagrams fit its 8 KiB buffer, the kernel
+    // drops the rest.
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("client");
+    const DATAGRAMS: u64 = 2000;
+    for _ in 0..DATAGRAMS {
+        socket.send_to(b"stopped:1|c", addr).expect("send");
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_exit(&mut agent.0);
+    assert!(status.success(), "exit status {status}");
+
+    let text = std::fs::read_to_string(&out).expect("output file");
+    let record: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("final record")).expect("json");
+    let counted = record["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .find(|m| m["name"] == "stopped")
+        .map_or(0, |m| m["count"].as_u64().expect("a count"));
+    let dropped = record["internal"]["dropped_datagrams"]
+        .as_u64()
+        .expect("dropped_datagrams in internal");
+    assert!(dropped > 0, "the kernel dropped datagrams: {record}");
+    assert!(counted > 0, "the buffer kept some");
+    assert_eq!(
+        counted + dropped,
+        DATAGRAMS,
+        "every datagram is either counted or reported dropped"
+    );
+}
+
 fn check(config: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");

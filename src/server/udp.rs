@@ -67,6 +67,69 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> io::Resul
     Ok(socket)
 }
 
+/// The datagrams the kernel dropped at one UDP socket before tallyd could read them (a full
+/// receive buffer, mostly; also bad checksums), read from `SO_MEMINFO` once per flush. It holds
+/// its own descriptor of the socket, so the last interval's drops can still be read after the
+/// receive threads have stopped.
+#[derive(Debug)]
+pub struct KernelDrops {
+    socket: UdpSocket,
+    seen: u32,
+}
+
+impl KernelDrops {
+    /// Starts counting at the socket's drops so far.
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated or the kernel does not report drops.
+    pub fn new(socket: &UdpSocket) -> io::Result<KernelDrops> {
+        let socket = socket.try_clone()?;
+        let seen = socket_drops(&socket)?;
+        Ok(KernelDrops { socket, seen })
+    }
+
+    /// The drops since the last call (or since [`KernelDrops::new`]). The kernel's count is
+    /// 32 bits and wraps; one interval never drops 2^32 datagrams.
+    pub fn take(&mut self) -> u64 {
+        match socket_drops(&self.socket) {
+            Ok(now) => {
+                let before = std::mem::replace(&mut self.seen, now);
+                u64::from(now.wrapping_sub(before))
+            }
+            Err(_) => 0,
+        }
+    }
+}
+
+/// The socket's drop count from `SO_MEMINFO` (Linux 4.6 and later).
+fn socket_drops(socket: &UdpSocket) -> io::Result<u32> {
+    // Room for more fields than today's kernels report; the kernel writes what it has.
+    let mut meminfo = [0u32; 16];
+    let mut len = std::mem::size_of_val(&meminfo) as libc::socklen_t;
+    // SAFETY: a plain getsockopt on a descriptor the socket owns, with a pointer to a local
+    // array and its size in `len`, which the kernel lowers to what it wrote.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            meminfo.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let at = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (at + 1) * std::mem::size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the kernel does not report socket drops",
+        ));
+    }
+    Ok(meminfo[at])
+}
+
 /// Sets the receive buffer with `SO_RCVBUFFORCE`, which goes past `net.core.rmem_max` but
 /// needs `CAP_NET_ADMIN`; false (and nothing changed) without it, so the caller falls back
 /// to `SO_RCVBUF` within the cap.
@@ -324,6 +387,37 @@ impl MultiRecv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_drops_count_what_a_full_receive_buffer_refused() {
+        let receiver = bind_one("127.0.0.1:0".parse().expect("addr"), false, 0).expect("bind");
+        socket2::SockRef::from(&receiver)
+            .set_recv_buffer_size(4096)
+            .expect("a small buffer");
+        let mut drops = KernelDrops::new(&receiver).expect("SO_MEMINFO");
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let target = receiver.local_addr().expect("addr");
+        let sent = 500u64;
+        for _ in 0..sent {
+            sender.send_to(&[b'x'; 512], target).expect("send");
+        }
+        // Read what the kernel kept; a datagram still on its way shows up within moments.
+        receiver.set_nonblocking(true).expect("nonblocking");
+        let (mut received, mut dropped) = (0u64, 0u64);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 1024];
+        while received + dropped < sent && Instant::now() < deadline {
+            while receiver.recv(&mut buf).is_ok() {
+                received += 1;
+            }
+            dropped += drops.take();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dropped > 0, "a 4 KiB buffer cannot hold 500 datagrams");
+        assert!(received > 0, "the buffer held some");
+        assert_eq!(received + dropped, sent);
+        assert_eq!(drops.take(), 0, "each drop is counted once");
+    }
 
     #[test]
     fn light_receives_lengthen_the_wait_up_to_the_most() {
