@@ -173,6 +173,50 @@ async fn absent_fires_for_idle_and_expired_series_and_resolves_on_a_sample() {
     agent.running.shutdown().await;
 }
 
+/// The events as (series name, state), sorted.
+fn by_series(events: &[Value]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or("").to_string(),
+                e["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_series_that_expired_resolve_after_for_flushes_and_are_forgotten() {
+    // 60 s flushes, ttl 120 s: each request series is idle for one flush, then expired.
+    let rules = [rule("stale", "metric = \"req.*\"\nop = \"absent\"")];
+    let agent = start_with("series_ttl_ms = 120000", &rules).await;
+    let mut sent = 0;
+    let pair = |name: &str, state: &str| (name.to_string(), state.to_string());
+    assert!(step(&agent, &mut sent, &["req.1:1|c"]).await.is_empty());
+    let events = step(&agent, &mut sent, &["req.2:1|c"]).await;
+    assert_eq!(by_series(&events), vec![pair("req.1", "firing")]);
+    let events = step(&agent, &mut sent, &["req.3:1|c"]).await;
+    assert_eq!(by_series(&events), vec![pair("req.2", "firing")]);
+    // req.1 has been out of the record for more than `for` (1) flushes.
+    let events = step(&agent, &mut sent, &[]).await;
+    assert_eq!(
+        by_series(&events),
+        vec![pair("req.1", "resolved"), pair("req.3", "firing")]
+    );
+    let events = step(&agent, &mut sent, &[]).await;
+    assert_eq!(by_series(&events), vec![pair("req.2", "resolved")]);
+    let events = step(&agent, &mut sent, &[]).await;
+    assert_eq!(by_series(&events), vec![pair("req.3", "resolved")]);
+    assert!(
+        step(&agent, &mut sent, &[]).await.is_empty(),
+        "nothing is left to resolve"
+    );
+    agent.running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeat_interval_sends_reminders_while_firing() {
     // 60 s flushes, reminders every 120 s: every second flush.

@@ -1,7 +1,8 @@
 //! Rule evaluation: which rules apply to a series is worked out once, when the series first
 //! appears (exact names through a map, globs and tags once), and cached while the series
 //! lives; each flush then costs one lookup per series. State is kept only for (rule, series)
-//! pairs whose condition holds or that are firing.
+//! pairs whose condition holds or that are firing, and for a bounded time once the series has
+//! left the record.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -23,7 +24,7 @@ struct PairState {
     since: u64,
     /// The flush number of the last firing event (first or reminder).
     last_sent: u64,
-    /// The flush number when the pair was last evaluated.
+    /// The flush number when the series was last in the record.
     seen: u64,
 }
 
@@ -85,22 +86,34 @@ impl Alerter {
                 None => self.rules_for(&metric.key),
             };
             for &r in rules.iter() {
-                let (holds, value) = self.condition(r, Some(metric), record);
-                self.step(r, &metric.key, holds, value, record.timestamp, &mut events);
+                let outcome = self.condition(r, Some(metric), record);
+                self.step(r, &metric.key, outcome, true, record.timestamp, &mut events);
             }
             matches.insert(metric.key.clone(), rules);
         }
         self.matches = matches;
         // Pairs whose series is gone from the record (expired, or over max_series).
-        let gone: Vec<(u32, SeriesKey)> = self
+        let gone: Vec<(u32, SeriesKey, u64)> = self
             .states
             .iter()
             .filter(|(_, state)| state.seen != self.flushes)
-            .map(|(pair, _)| pair.clone())
+            .map(|((r, key), state)| (*r, key.clone(), state.seen))
             .collect();
-        for (r, key) in gone {
+        for (r, key, seen) in gone {
+            // `absent` still holds for `for` flushes after the series left, so a rule whose
+            // `for` outlasts series_ttl can fire; then the pair resolves and is forgotten,
+            // or series churn under an `absent` glob would keep state without bound.
             let (holds, value) = self.condition(r, None, record);
-            self.step(r, &key, holds, value, record.timestamp, &mut events);
+            let grace = u64::from(self.rules[r as usize].for_flushes);
+            let holds = holds && self.flushes - seen <= grace;
+            self.step(
+                r,
+                &key,
+                (holds, value),
+                false,
+                record.timestamp,
+                &mut events,
+            );
         }
         for (r, event) in &events {
             self.notifiers.notify(&self.rules[*r as usize], event);
@@ -126,6 +139,12 @@ impl Alerter {
         rules.into_boxed_slice()
     }
 
+    /// The number of (rule, series) pairs with state.
+    #[cfg(test)]
+    fn pairs(&self) -> usize {
+        self.states.len()
+    }
+
     /// Whether rule `r` holds for a series (`None`: gone from the record), and the value.
     fn condition(&self, r: u32, metric: Option<&Metric>, record: &Record) -> (bool, Option<f64>) {
         let rule = &self.rules[r as usize];
@@ -137,12 +156,14 @@ impl Alerter {
         (holds, value)
     }
 
+    /// Advances the pair of rule `r` and `key` by one flush, given whether its condition
+    /// holds (and the value) and whether the series is `present` in the record.
     fn step(
         &mut self,
         r: u32,
         key: &SeriesKey,
-        holds: bool,
-        value: Option<f64>,
+        (holds, value): (bool, Option<f64>),
+        present: bool,
         now: u64,
         events: &mut Vec<(u32, AlertEvent)>,
     ) {
@@ -164,7 +185,9 @@ impl Alerter {
             last_sent: flushes,
             seen: flushes,
         });
-        state.seen = flushes;
+        if present {
+            state.seen = flushes;
+        }
         state.holding = state.holding.saturating_add(1);
         if !state.firing {
             if state.holding >= rule.for_flushes {
@@ -204,5 +227,116 @@ fn event(
         threshold: rule.threshold,
         value,
         since,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aggregate::distribution::DistributionConfig;
+    use crate::alert::rule::Severity;
+    use crate::glob::Glob;
+    use crate::protocol::MetricKind;
+    use crate::record::Figures;
+    use crate::telemetry::Telemetry;
+
+    fn alerter(pattern: &str, op: Op, for_flushes: u32) -> Alerter {
+        let rule = AlertRule {
+            name: "r".to_string(),
+            metric: Glob::new(pattern).unwrap(),
+            tags: Vec::new(),
+            stat: "count".to_string(),
+            op,
+            threshold: 0.0,
+            for_flushes,
+            severity: Severity::Info,
+            notify: Vec::new(),
+            repeat_interval: None,
+        };
+        let notifiers = Notifiers::log_only(Arc::new(Telemetry::default()));
+        Alerter::new(vec![rule], 10_000, notifiers)
+    }
+
+    /// Evaluates a record of counters, each `(name, count)` (0: idle), and returns the
+    /// events as (name, state).
+    fn flush(alerter: &mut Alerter, series: &[(&str, f64)]) -> Vec<(String, String)> {
+        let metrics = series
+            .iter()
+            .map(|&(name, count)| Metric {
+                key: SeriesKey::new(MetricKind::Counter, name.as_bytes()),
+                figures: Figures::Counter {
+                    count,
+                    active: count > 0.0,
+                },
+            })
+            .collect();
+        let mut record = Record {
+            timestamp: 1_000 + alerter.flushes,
+            interval_ms: 10_000,
+            host: "test".to_string(),
+            metrics,
+            events: Vec::new(),
+            alerts: Vec::new(),
+            internal: Default::default(),
+            distribution: Arc::new(DistributionConfig {
+                percentiles: Vec::new(),
+                exact_samples: 10,
+            }),
+        };
+        alerter.evaluate(&mut record);
+        record
+            .alerts
+            .into_iter()
+            .map(|event| (event.name, event.state))
+            .collect()
+    }
+
+    fn events(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|&(name, state)| (name.to_string(), state.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn absent_state_is_freed_under_series_churn() {
+        // Each flush a new series appears, the previous one is idle, older ones expired.
+        let mut alerter = alerter("req.*", Op::Absent, 1);
+        let names: Vec<String> = (0..100).map(|i| format!("req.{i}")).collect();
+        flush(&mut alerter, &[(&names[0], 1.0)]);
+        for pair in names.windows(2) {
+            flush(&mut alerter, &[(&pair[0], 0.0), (&pair[1], 1.0)]);
+        }
+        assert!(alerter.pairs() <= 2, "{} pairs", alerter.pairs());
+    }
+
+    #[test]
+    fn an_expired_absent_pair_resolves_after_for_more_flushes() {
+        let mut alerter = alerter("heartbeat", Op::Absent, 2);
+        assert!(flush(&mut alerter, &[("heartbeat", 1.0)]).is_empty());
+        assert!(flush(&mut alerter, &[("heartbeat", 0.0)]).is_empty());
+        // Expired: still absent, so `for` completes and the rule fires.
+        assert_eq!(flush(&mut alerter, &[]), events(&[("heartbeat", "firing")]));
+        assert!(flush(&mut alerter, &[]).is_empty());
+        assert_eq!(
+            flush(&mut alerter, &[]),
+            events(&[("heartbeat", "resolved")])
+        );
+        assert_eq!(alerter.pairs(), 0);
+        assert!(flush(&mut alerter, &[]).is_empty());
+        // Back after it was forgotten: nothing was firing, nothing resolves.
+        assert!(flush(&mut alerter, &[("heartbeat", 1.0)]).is_empty());
+    }
+
+    #[test]
+    fn a_comparison_pair_resolves_when_its_series_leaves() {
+        let mut alerter = alerter("errors", Op::Gt, 1);
+        assert_eq!(
+            flush(&mut alerter, &[("errors", 3.0)]),
+            events(&[("errors", "firing")])
+        );
+        assert_eq!(flush(&mut alerter, &[]), events(&[("errors", "resolved")]));
+        assert_eq!(alerter.pairs(), 0);
     }
 }

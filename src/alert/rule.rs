@@ -25,7 +25,8 @@ pub enum Op {
     Eq,
     #[serde(rename = "!=")]
     Ne,
-    /// The series received no sample this interval (or is gone).
+    /// The series received no sample this interval (or left the record at most `for`
+    /// flushes ago).
     #[serde(rename = "absent")]
     Absent,
 }
