@@ -18,6 +18,7 @@ pub struct Telemetry {
     dropped_lines: AtomicU64,
     dropped_series: AtomicU64,
     dropped_events: AtomicU64,
+    estimated_sets: AtomicU64,
     dropped_records: AtomicU64,
     backend_errors: AtomicU64,
     notifier_errors: AtomicU64,
@@ -60,6 +61,9 @@ pub struct Internal {
     pub dropped_series: u64,
     /// Events and service checks beyond the per-interval limit.
     pub dropped_events: u64,
+    /// Set series whose count is an estimate this interval: they had more distinct members
+    /// than `exact_set_members`.
+    pub estimated_sets: u64,
     /// Records a backend's full queue made it skip, or made the http backend drop.
     pub dropped_records: u64,
     pub backend_errors: u64,
@@ -133,6 +137,11 @@ impl Telemetry {
         self.dropped_events.fetch_add(n, Relaxed);
     }
 
+    /// Counts set series whose count was estimated this interval.
+    pub fn estimated_sets(&self, n: u64) {
+        self.estimated_sets.fetch_add(n, Relaxed);
+    }
+
     /// Counts a record a backend could not queue, or dropped from its own queue.
     pub fn dropped_record(&self) {
         self.dropped_records.fetch_add(1, Relaxed);
@@ -173,6 +182,7 @@ impl Telemetry {
             dropped_datagrams: 0,
             dropped_series: self.dropped_series.swap(0, Relaxed),
             dropped_events: self.dropped_events.swap(0, Relaxed),
+            estimated_sets: self.estimated_sets.swap(0, Relaxed),
             dropped_records: self.dropped_records.swap(0, Relaxed),
             backend_errors: self.backend_errors.swap(0, Relaxed),
             notifier_errors: self.notifier_errors.swap(0, Relaxed),

@@ -8,6 +8,7 @@
 mod batch;
 pub mod distribution;
 mod key;
+mod members;
 mod shard;
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};

@@ -3,16 +3,15 @@
 //! flush it swaps each series' interval state out (no copy) and hands the raw snapshot to the
 //! flusher, which computes figures without holding the shard.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
-use rustc_hash::FxHasher;
 
 use super::batch::{Batch, TaggedEvent};
 use super::distribution::{Bins, DistSnapshot, DistState};
 use super::key::{SeriesKey, series_hash};
+use super::members::Members;
 use crate::config::AggregationConfig;
 use crate::protocol::{MetricKind, Sample};
 use crate::telemetry::Telemetry;
@@ -72,8 +71,6 @@ impl RawMetric {
 /// flood cannot grow memory without bound.
 pub const MAX_EVENTS: usize = 10_000;
 
-type MemberSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
-
 /// A series' interval state, two words: counters and gauges inline, the rest boxed. Each
 /// variant carries the number of the last interval with a sample (`stamp`; the current one
 /// means active), which fits beside the tag.
@@ -81,7 +78,7 @@ type MemberSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
 enum Value {
     Counter { sum: f64, stamp: u32 },
     Gauge { value: f64, stamp: u32 },
-    Set { members: Box<MemberSet>, stamp: u32 },
+    Set { members: Box<Members>, stamp: u32 },
     Dist { slot: Box<DistSlot>, stamp: u32 },
 }
 
@@ -113,10 +110,11 @@ struct Entry {
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 24);
 
-/// Hashes set members: a fixed-key SipHash, so 64-bit member hashes collide only by chance
-/// (about 3e-8 for a million members in one interval).
+/// Hashes set members: SipHash under a key drawn at random for each shard, so 64-bit member
+/// hashes collide only by chance (about 3e-8 for a million members in one interval), and a
+/// sender cannot aim members at one slot of a set's table or one register of its sketch.
 #[derive(Default)]
-struct MemberHasher(std::hash::BuildHasherDefault<std::hash::DefaultHasher>);
+struct MemberHasher(std::hash::RandomState);
 
 /// A shard's series and pending events. The series live in a dense vector; the table holds
 /// only their positions (4 bytes a slot), keyed by the hash the receive path computed.
@@ -219,7 +217,10 @@ impl Shard {
             }
             Value::Set { members, stamp } => {
                 *stamp = now;
-                members.insert(self.member_hasher.0.hash_one(sample.text.as_bytes()));
+                members.insert(
+                    self.member_hasher.0.hash_one(sample.text.as_bytes()),
+                    self.config.exact_set_members,
+                );
             }
             Value::Dist { slot, stamp } => {
                 *stamp = now;
@@ -306,6 +307,7 @@ impl Shard {
         let ttl = u32::try_from(ttl).unwrap_or(u32::MAX).min(u32::MAX / 2);
         let mut metrics = Vec::with_capacity(self.entries.len());
         let mut expired = 0u64;
+        let mut estimated_sets = 0u64;
         let mut at = 0;
         while at < self.entries.len() {
             let entry = &mut self.entries[at];
@@ -325,10 +327,11 @@ impl Shard {
                     value: *value,
                     active,
                 },
-                Value::Set { members, .. } => RawData::Set {
-                    count: std::mem::take(&mut **members).len() as u64,
-                    active,
-                },
+                Value::Set { members, .. } => {
+                    let (count, estimated) = members.take_count();
+                    estimated_sets += u64::from(estimated);
+                    RawData::Set { count, active }
+                }
                 Value::Dist { slot, .. } if active => {
                     RawData::Dist(Box::new((slot.state.take(), slot.bins.clone())))
                 }
@@ -343,6 +346,9 @@ impl Shard {
         self.interval = self.interval.wrapping_add(1);
         if expired > 0 {
             self.telemetry.release_series(expired);
+        }
+        if estimated_sets > 0 {
+            self.telemetry.estimated_sets(estimated_sets);
         }
         if self.entries.capacity() > 2 * self.entries.len() + 1024 {
             // Many series expired: give the memory back.
@@ -471,6 +477,24 @@ mod tests {
         }
         assert_eq!(values(&shard.snapshot())[0].3, "set 3");
         assert_eq!(values(&shard.snapshot())[0].3, "set 0");
+    }
+
+    #[test]
+    fn a_set_past_exact_set_members_is_estimated_and_counted() {
+        let (mut shard, telemetry) = shard(|c| c.exact_set_members = 100);
+        for i in 0..20_000 {
+            shard.add(&mut sample("visitors", MetricKind::Set, &format!("u{i}"), 1.0));
+        }
+        let got = values(&shard.snapshot());
+        let count: f64 = got[0].3.trim_start_matches("set ").parse().expect("a count");
+        // 0.8 % standard error; the member hasher's key is random, so allow five of them.
+        assert!((count - 20_000.0).abs() < 800.0, "estimated {count}");
+        assert_eq!(telemetry.take_interval().estimated_sets, 1);
+        for member in ["a", "b", "a"] {
+            shard.add(&mut sample("visitors", MetricKind::Set, member, 1.0));
+        }
+        assert_eq!(values(&shard.snapshot())[0].3, "set 2", "exact again");
+        assert_eq!(telemetry.take_interval().estimated_sets, 0);
     }
 
     #[test]
