@@ -90,6 +90,19 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     for &addr in &server.udp {
         udp_sockets.extend(udp::bind(addr, server).map_err(listen_error("udp", addr))?);
     }
+    // The kernel's drop counts are read from here on, before any listener reports that it
+    // listens.
+    let mut kernel_drops = Vec::new();
+    for socket in &udp_sockets {
+        match udp::KernelDrops::new(socket) {
+            Ok(drops) => kernel_drops.push(drops),
+            Err(error) => tracing::warn!(
+                udp = ?socket.local_addr().ok(),
+                %error,
+                "cannot read the kernel's drop count; internal.dropped_datagrams leaves this socket out"
+            ),
+        }
+    }
     let mut tcp_listeners = Vec::new();
     for &addr in &server.tcp {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -99,7 +112,7 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     }
     let mut unix_sockets = Vec::new();
     for path in &server.unix {
-        let socket = unix::bind(path).map_err(|source| StartError::Listen {
+        let socket = unix::bind(path, server.unix_mode).map_err(|source| StartError::Listen {
             transport: "unix",
             address: path.display().to_string(),
             source,
@@ -119,21 +132,13 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let stop = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
     let mut udp_addrs = Vec::new();
-    let mut kernel_drops = Vec::new();
+
     let udp_threads = server.udp_threads(aggregation.shards);
     for socket in udp_sockets {
         let addr = socket.local_addr()?;
         tracing::info!(threads = udp_threads, udp = %addr, "listening");
         if !udp_addrs.contains(&addr) {
             udp_addrs.push(addr);
-        }
-        match udp::KernelDrops::new(&socket) {
-            Ok(drops) => kernel_drops.push(drops),
-            Err(error) => tracing::warn!(
-                udp = %addr,
-                %error,
-                "cannot read the kernel's drop count; internal.dropped_datagrams leaves this socket out"
-            ),
         }
         for _ in 0..udp_threads {
             let name = format!("tallyd-udp-{}", receivers.len());

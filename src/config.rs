@@ -85,6 +85,8 @@ pub struct ServerConfig {
     /// Receive threads per UDP socket; 0 picks one per shard with a single socket per
     /// address, else one (see [`ServerConfig::udp_threads`]).
     pub udp_threads_per_socket: usize,
+    /// The permission bits of the Unix socket files (0o722: anyone may send).
+    pub unix_mode: u32,
     pub shutdown_timeout: Duration,
 }
 
@@ -108,6 +110,9 @@ pub struct AggregationConfig {
     pub gauge_deltas: bool,
     pub series_ttl: Duration,
     pub max_series: usize,
+    /// Distinct members a set series counts exactly in one interval; beyond, its count is
+    /// a HyperLogLog estimate.
+    pub exact_set_members: usize,
     /// Sorted by key, keys unique.
     pub global_tags: Vec<(String, String)>,
     pub histograms: Vec<HistogramRule>,
@@ -166,6 +171,9 @@ pub struct HttpConfig {
     pub timeout: Duration,
     /// Records waiting at most; beyond, the oldest is dropped. At least 1.
     pub max_pending: usize,
+    /// Bytes of serialized (and gzipped) records waiting at most; beyond, the oldest are
+    /// dropped, except that the newest is kept even alone over the budget. At least 1.
+    pub max_pending_bytes: u64,
     pub gzip: bool,
     /// Checked names and values, `${VAR}`s expanded.
     pub headers: Vec<(String, String)>,
@@ -182,6 +190,7 @@ impl fmt::Debug for HttpConfig {
             .field("url", &crate::http::display_url(&self.url))
             .field("timeout", &self.timeout)
             .field("max_pending", &self.max_pending)
+            .field("max_pending_bytes", &self.max_pending_bytes)
             .field("gzip", &self.gzip)
             .field("header_names", &header_names)
             .field("retry_initial", &self.retry_initial)
@@ -365,7 +374,7 @@ struct RawNotifier {
     #[serde(default)]
     headers: std::collections::BTreeMap<String, toml::Spanned<String>>,
     #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
+    timeout_ms: toml::Spanned<u64>,
     #[serde(default)]
     format: WebhookFormat,
     #[serde(default = "default_retries")]
@@ -378,8 +387,8 @@ enum NotifierKind {
     Webhook,
 }
 
-fn default_timeout_ms() -> u64 {
-    5000
+fn default_timeout_ms() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 5000)
 }
 
 fn default_retries() -> u32 {
@@ -399,6 +408,7 @@ struct RawServer {
     max_datagram_bytes: toml::Spanned<usize>,
     tcp_max_line_bytes: toml::Spanned<usize>,
     udp_threads_per_socket: toml::Spanned<usize>,
+    unix_mode: toml::Spanned<u32>,
     shutdown_timeout_ms: u64,
 }
 
@@ -415,6 +425,7 @@ impl Default for RawServer {
             max_datagram_bytes: toml::Spanned::new(0..0, 65_535),
             tcp_max_line_bytes: toml::Spanned::new(0..0, 65_536),
             udp_threads_per_socket: toml::Spanned::new(0..0, 0),
+            unix_mode: toml::Spanned::new(0..0, 0o722),
             shutdown_timeout_ms: 10_000,
         }
     }
@@ -430,6 +441,7 @@ struct RawAggregation {
     gauge_deltas: bool,
     series_ttl_ms: u64,
     max_series: toml::Spanned<usize>,
+    exact_set_members: toml::Spanned<usize>,
     global_tags: std::collections::BTreeMap<String, toml::Spanned<String>>,
     histograms: Vec<RawHistogram>,
 }
@@ -447,6 +459,7 @@ impl Default for RawAggregation {
             gauge_deltas: true,
             series_ttl_ms: 300_000,
             max_series: toml::Spanned::new(0..0, 1_000_000),
+            exact_set_members: toml::Spanned::new(0..0, 100_000),
             global_tags: Default::default(),
             histograms: Vec::new(),
         }
@@ -485,6 +498,8 @@ struct RawHttp {
     timeout_ms: u64,
     #[serde(default = "default_max_pending")]
     max_pending: usize,
+    #[serde(default = "default_max_pending_bytes")]
+    max_pending_bytes: u64,
     #[serde(default)]
     gzip: bool,
     #[serde(default)]
@@ -517,6 +532,11 @@ fn default_http_timeout_ms() -> u64 {
 
 fn default_max_pending() -> usize {
     1_000
+}
+
+/// 256 MiB: three million-series records as plain JSON (about 80 MB each), many more gzipped.
+fn default_max_pending_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_retry_initial_ms() -> u64 {
@@ -573,10 +593,11 @@ fn validate_notifiers(raw: Vec<RawNotifier>) -> Result<Vec<NotifierConfig>, Inva
             ));
         }
         let url = notifier.url.get_ref();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        crate::http::check_url(url).map_err(|e| Invalid::at(&notifier.url, e))?;
+        if *notifier.timeout_ms.get_ref() == 0 {
             return Err(Invalid::at(
-                &notifier.url,
-                "url must start with http:// or https://",
+                &notifier.timeout_ms,
+                "timeout_ms must be at least 1",
             ));
         }
         let NotifierKind::Webhook = notifier.kind;
@@ -590,7 +611,7 @@ fn validate_notifiers(raw: Vec<RawNotifier>) -> Result<Vec<NotifierConfig>, Inva
             name: name.clone(),
             url: url.clone(),
             headers,
-            timeout: Duration::from_millis(notifier.timeout_ms),
+            timeout: Duration::from_millis(*notifier.timeout_ms.get_ref()),
             format: notifier.format,
             retries: notifier.retries,
         });
@@ -604,6 +625,9 @@ impl RawAlert {
         aggregation: &AggregationConfig,
         notifiers: &[NotifierConfig],
     ) -> Result<AlertRule, Invalid> {
+        if self.name.get_ref().trim().is_empty() {
+            return Err(Invalid::at(&self.name, "alert name must not be empty"));
+        }
         let metric = Glob::new(self.metric.get_ref()).map_err(|e| Invalid::at(&self.metric, e))?;
         let stat = match (&self.stat, self.op) {
             (Some(stat), _) => {
@@ -694,6 +718,21 @@ fn auto_shards(cores: usize) -> usize {
     cores.div_ceil(2).max(1)
 }
 
+fn between(
+    value: &toml::Spanned<usize>,
+    key: &str,
+    least: usize,
+    most: usize,
+) -> Result<usize, Invalid> {
+    match *value.get_ref() {
+        n if (least..=most).contains(&n) => Ok(n),
+        _ => Err(Invalid::at(
+            value,
+            format!("{key} must be from {least} to {most}"),
+        )),
+    }
+}
+
 fn at_least_one(value: &toml::Spanned<usize>, key: &str) -> Result<usize, Invalid> {
     match *value.get_ref() {
         0 => Err(Invalid::at(value, format!("{key} must be at least 1"))),
@@ -716,10 +755,9 @@ impl RawServer {
                 &self.udp_sockets_per_address,
                 "udp_sockets_per_address",
             )?,
-            udp_batch: at_least_one(&self.udp_batch, "udp_batch")?.min(1024),
+            udp_batch: between(&self.udp_batch, "udp_batch", 1, 1024)?,
             udp_coalesce: coalesce(&self.udp_coalesce_us)?,
-            max_datagram_bytes: at_least_one(&self.max_datagram_bytes, "max_datagram_bytes")?
-                .min(65_535),
+            max_datagram_bytes: between(&self.max_datagram_bytes, "max_datagram_bytes", 1, 65_535)?,
             tcp_max_line_bytes: at_least_one(&self.tcp_max_line_bytes, "tcp_max_line_bytes")?,
             udp_threads_per_socket: at_most(
                 &self.udp_threads_per_socket,
@@ -730,6 +768,15 @@ impl RawServer {
             tcp: self.tcp,
             unix: self.unix,
             udp_recv_buffer_bytes: self.udp_recv_buffer_bytes,
+            unix_mode: match *self.unix_mode.get_ref() {
+                mode @ 0..=0o777 => mode,
+                _ => {
+                    return Err(Invalid::at(
+                        &self.unix_mode,
+                        "unix_mode must be permission bits, at most 0o777",
+                    ));
+                }
+            },
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         })
     }
@@ -790,6 +837,7 @@ impl RawAggregation {
             gauge_deltas: self.gauge_deltas,
             series_ttl: Duration::from_millis(self.series_ttl_ms),
             max_series: at_least_one(&self.max_series, "max_series")?,
+            exact_set_members: at_least_one(&self.exact_set_members, "exact_set_members")?,
             global_tags,
             histograms,
         })
@@ -836,6 +884,7 @@ impl RawHttp {
             url,
             timeout_ms,
             max_pending,
+            max_pending_bytes,
             gzip,
             headers,
             retry_initial_ms,
@@ -846,6 +895,7 @@ impl RawHttp {
         for (key, value) in [
             ("timeout_ms", timeout_ms),
             ("max_pending", max_pending as u64),
+            ("max_pending_bytes", max_pending_bytes),
             ("retry_initial_ms", retry_initial_ms),
         ] {
             if value == 0 {
@@ -869,6 +919,7 @@ impl RawHttp {
             url,
             timeout: Duration::from_millis(timeout_ms),
             max_pending,
+            max_pending_bytes,
             gzip,
             headers: checked,
             retry_initial: Duration::from_millis(retry_initial_ms),
@@ -946,18 +997,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
         let example = Config::load(&path).expect("config.toml.example is valid");
         let defaults = Config::default();
-        assert_eq!(example.server.udp, defaults.server.udp);
-        assert_eq!(
-            example.server.udp_threads_per_socket,
-            defaults.server.udp_threads_per_socket
-        );
-        let (a, b) = (&example.aggregation, &defaults.aggregation);
-        assert_eq!(a.flush_interval, b.flush_interval);
-        assert_eq!(a.distribution.percentiles, b.distribution.percentiles);
-        assert_eq!(a.distribution.exact_samples, b.distribution.exact_samples);
-        assert_eq!(a.series_ttl, b.series_ttl);
-        assert_eq!(a.max_series, b.max_series);
-        assert_eq!(a.gauge_deltas, b.gauge_deltas);
+        // Every key, through the whole tree: a default changed in one place and not the
+        // other shows here.
+        assert_eq!(format!("{example:#?}"), format!("{defaults:#?}"));
         assert!(matches!(
             example.backends[..],
             [BackendConfig::Console { json: false }]
@@ -1008,6 +1050,29 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn server_limits_are_errors_not_clamps() {
+        for (text, key) in [
+            ("[server]\nudp_batch = 4096\n", "udp_batch"),
+            ("[server]\nudp_batch = 0\n", "udp_batch"),
+            (
+                "[server]\nmax_datagram_bytes = 70000\n",
+                "max_datagram_bytes",
+            ),
+            ("[server]\nunix_mode = 0o1777\n", "unix_mode"),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(
+                matches!(&err, ConfigError::Invalid { line: 2, message, .. } if message.contains(key)),
+                "{text}: {err}"
+            );
+        }
+        let config = parse("[server]\nudp_batch = 1024\nunix_mode = 0o760\n").expect("valid");
+        assert_eq!(config.server.udp_batch, 1024);
+        assert_eq!(config.server.unix_mode, 0o760);
+        assert_eq!(Config::default().server.unix_mode, 0o722);
     }
 
     #[test]
@@ -1112,6 +1177,29 @@ mod tests {
     }
 
     #[test]
+    fn bad_notifier_urls_zero_timeouts_and_empty_alert_names_are_errors() {
+        let hook = "[[notifiers]]\nname = \"ops\"\nkind = \"webhook\"\n";
+        for (text, line, needle) in [
+            (format!("{hook}url = \"http://\"\n"), 4, "url"),
+            (format!("{hook}url = \"http://a b/\"\n"), 4, "url"),
+            (
+                format!("{hook}url = \"http://h/\"\ntimeout_ms = 0\n"),
+                5,
+                "timeout_ms",
+            ),
+            (
+                "[[alerts]]\nname = \" \"\nmetric = \"m\"\nop = \"absent\"\n".to_string(),
+                2,
+                "name",
+            ),
+        ] {
+            let (at, _, message) = error_at(&text);
+            assert_eq!(at, line, "{text}: {message}");
+            assert!(message.contains(needle), "{text}: {message}");
+        }
+    }
+
+    #[test]
     fn alert_without_threshold_is_an_error_unless_absent() {
         let (line, _, message) = error_at(&format!("{RULE}stat = \"count\"\nop = \">\"\n"));
         assert_eq!(line, 2);
@@ -1191,6 +1279,7 @@ mod tests {
         assert_eq!(http.url, "https://m.example/in");
         assert_eq!(http.timeout, Duration::from_millis(5_000));
         assert_eq!(http.max_pending, 1_000);
+        assert_eq!(http.max_pending_bytes, 256 * 1024 * 1024);
         assert!(!http.gzip);
         assert!(http.headers.is_empty());
         assert_eq!(http.retry_initial, Duration::from_millis(500));
@@ -1201,12 +1290,13 @@ mod tests {
     fn http_backend_reads_every_key() {
         let http = http_backend(
             "[[backends]]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/x\"\ntimeout_ms = 250\n\
-             max_pending = 3\ngzip = true\nheaders = { X-A = \"1\" }\n\
+             max_pending = 3\nmax_pending_bytes = 4096\ngzip = true\nheaders = { X-A = \"1\" }\n\
              retry_initial_ms = 10\nretry_max_ms = 40\n",
         )
         .expect("valid");
         assert_eq!(http.timeout, Duration::from_millis(250));
         assert_eq!(http.max_pending, 3);
+        assert_eq!(http.max_pending_bytes, 4096);
         assert!(http.gzip);
         assert_eq!(http.headers, [("X-A".to_string(), "1".to_string())]);
         assert_eq!(http.retry_initial, Duration::from_millis(10));
@@ -1232,6 +1322,7 @@ mod tests {
             http_backend("[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\n").expect("valid");
         assert_eq!(http.timeout, defaults.timeout);
         assert_eq!(http.max_pending, defaults.max_pending);
+        assert_eq!(http.max_pending_bytes, defaults.max_pending_bytes);
         assert_eq!(http.gzip, defaults.gzip);
         assert_eq!(http.retry_initial, defaults.retry_initial);
         assert_eq!(http.retry_max, defaults.retry_max);
@@ -1280,6 +1371,7 @@ mod tests {
         };
         for bad in [
             "max_pending = 0",
+            "max_pending_bytes = 0",
             "timeout_ms = 0",
             "retry_initial_ms = 0",
             "retry_initial_ms = 100\nretry_max_ms = 50",
@@ -1287,6 +1379,18 @@ mod tests {
         ] {
             let (line, _, message) = error_position(with(bad).unwrap_err());
             assert!(line >= 4, "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn max_pending_bytes_must_be_a_plain_count_of_bytes() {
+        for bad in ["-1", "\"256MiB\"", "1.5", "0"] {
+            let text = format!(
+                "[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\nmax_pending_bytes = {bad}\n"
+            );
+            let (line, _, message) = error_position(parse(&text).unwrap_err());
+            // A wrong type points at the backend's entry, a zero at the value.
+            assert!(line == 1 || line == 4, "{bad}: {line}: {message}");
         }
     }
 

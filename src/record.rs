@@ -234,7 +234,7 @@ impl Serialize for TaggedEvent {
 
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(8))?;
+        let mut map = s.serialize_map(Some(7))?;
         map.serialize_entry("timestamp", &self.timestamp)?;
         map.serialize_entry("interval_ms", &self.interval_ms)?;
         map.serialize_entry("host", &self.host)?;

@@ -1,6 +1,6 @@
 //! The HTTP push backend against a real HTTP server in the test process, on loopback: what
-//! arrives, in which order, through an outage, gzipped, and at shutdown; and that a hanging
-//! endpoint delays nobody.
+//! arrives, in which order, through an outage (with drops by count and by bytes), gzipped,
+//! and at shutdown; and that a hanging endpoint delays nobody.
 
 mod common;
 
@@ -119,6 +119,109 @@ async fn a_full_queue_drops_the_oldest_and_a_later_record_counts_it() {
         .map(|r| r["internal"]["dropped_records"].as_u64().expect("a count"))
         .sum();
     assert_eq!(dropped, 3, "each drop is counted in a later record");
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "nothing else arrives"
+    );
+}
+
+/// Series in each padded record, so that its size dwarfs what varies between records.
+const PAD_SERIES: u64 = 40;
+
+/// Sends `bytes:value|c` and the same `PAD_SERIES` other counters, waits for them, flushes;
+/// returns the captured record.
+async fn flush_padded(agent: &Agent, value: u64, flushes_so_far: u64) -> Value {
+    let mut lines: Vec<String> = (0..PAD_SERIES)
+        .map(|n| format!("padding.series.{n:03}:1|c"))
+        .collect();
+    lines.push(format!("bytes:{value}|c"));
+    agent.send(&[&lines.join("\n")]);
+    agent
+        .wait_lines((flushes_so_far + 1) * (PAD_SERIES + 1))
+        .await;
+    agent.flush().await
+}
+
+/// The size of a padded record's body, as one delivered to a live endpoint.
+async fn padded_record_bytes() -> usize {
+    let receiver = HttpReceiver::start("127.0.0.1:0");
+    let agent = start(&http_config(&receiver.url(), "")).await;
+    flush_padded(&agent, 1, 0).await;
+    let bytes = receiver.next().body.len();
+    agent.running.shutdown().await;
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_byte_budget_drops_the_oldest_and_a_later_record_counts_it() {
+    // Room for two padded records and a half, and for a thousand by count: the bytes bind.
+    let budget = padded_record_bytes().await * 5 / 2;
+    let port = closed_port();
+    let url = format!("http://127.0.0.1:{port}/ingest");
+    let agent = start(&http_config(&url, &format!("max_pending_bytes = {budget}"))).await;
+    for i in 1..=5 {
+        let record = flush_padded(&agent, i, i - 1).await;
+        assert_close(count(&record, "bytes"), i as f64);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while agent.running.telemetry().dropped_records_total() < 3 {
+        assert!(Instant::now() < deadline, "the oldest three are dropped");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let receiver = HttpReceiver::start(&format!("127.0.0.1:{port}"));
+    let fourth = receiver.next();
+    let fifth = receiver.next();
+    assert!(
+        fourth.body.len() + fifth.body.len() <= budget,
+        "what waited fit the budget"
+    );
+    let (fourth, fifth) = (fourth.json(), fifth.json());
+    assert_close(count(&fourth, "bytes"), 4.0);
+    assert_close(count(&fifth, "bytes"), 5.0);
+    agent.running.shutdown().await;
+    let last = receiver.next().json();
+    assert_close(count(&last, "bytes"), 0.0);
+    let dropped: u64 = [&fourth, &fifth, &last]
+        .iter()
+        .map(|r| r["internal"]["dropped_records"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(dropped, 3, "each drop is counted in a later record");
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "nothing else arrives"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_larger_than_the_byte_budget_are_still_sent_each_alone() {
+    let port = closed_port();
+    let url = format!("http://127.0.0.1:{port}/ingest");
+    let agent = start(&http_config(&url, "max_pending_bytes = 1")).await;
+    for i in 1..=3 {
+        let record = flush_count(&agent, "huge", i, i - 1).await;
+        assert_close(count(&record, "huge"), i as f64);
+    }
+    // Every record is over a one-byte budget: each new one drops the one waiting.
+    let deadline = Instant::now() + PATIENCE;
+    while agent.running.telemetry().dropped_records_total() < 2 {
+        assert!(Instant::now() < deadline, "the oldest two are dropped");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let receiver = HttpReceiver::start(&format!("127.0.0.1:{port}"));
+    let third = receiver.next().json();
+    assert_close(count(&third, "huge"), 3.0);
+    // With the endpoint up, an oversized record goes straight through.
+    let fourth = flush_count(&agent, "huge", 4, 3).await;
+    let delivered = receiver.next().json();
+    assert_eq!(delivered, reparsed(&fourth));
+    agent.running.shutdown().await;
+    let last = receiver.next().json();
+    assert_close(count(&last, "huge"), 0.0);
+    let dropped: u64 = [&third, &delivered, &last]
+        .iter()
+        .map(|r| r["internal"]["dropped_records"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(dropped, 2, "each drop is counted in a later record");
     assert!(
         receiver.requests.try_recv().is_err(),
         "nothing else arrives"

@@ -4,6 +4,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 
 use common::*;
@@ -77,6 +78,12 @@ async fn unix_datagrams_are_received_and_the_socket_file_is_removed() {
         path.display().to_string()
     );
     let agent = start(&toml).await;
+    // Anyone may send (write), whatever the umask: the default unix_mode is 0o722.
+    let mode = std::fs::metadata(&path)
+        .expect("socket file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o722);
     let client = UnixDatagram::unbound().expect("client");
     client.send_to(b"uds:3|c\nuds:4|c", &path).expect("send");
     client.send_to(b"uds.lat:5|ms", &path).expect("send");

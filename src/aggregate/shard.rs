@@ -483,10 +483,19 @@ mod tests {
     fn a_set_past_exact_set_members_is_estimated_and_counted() {
         let (mut shard, telemetry) = shard(|c| c.exact_set_members = 100);
         for i in 0..20_000 {
-            shard.add(&mut sample("visitors", MetricKind::Set, &format!("u{i}"), 1.0));
+            shard.add(&mut sample(
+                "visitors",
+                MetricKind::Set,
+                &format!("u{i}"),
+                1.0,
+            ));
         }
         let got = values(&shard.snapshot());
-        let count: f64 = got[0].3.trim_start_matches("set ").parse().expect("a count");
+        let count: f64 = got[0]
+            .3
+            .trim_start_matches("set ")
+            .parse()
+            .expect("a count");
         // 0.8 % standard error; the member hasher's key is random, so allow five of them.
         assert!((count - 20_000.0).abs() < 800.0, "estimated {count}");
         assert_eq!(telemetry.take_interval().estimated_sets, 1);

@@ -3,9 +3,10 @@
 //! `write` only serializes the record and queues it; a sender thread of its own
 //! (`tallyd-http-N`) does the HTTP work through the shared [`HttpClient`], so a slow or
 //! dead endpoint never delays the backend thread, the flush or the other backends. Failed
-//! attempts are retried with exponential backoff; records wait, in order, in a bounded
-//! queue that drops its oldest when full (counted as `dropped_records`). At shutdown the
-//! queue is sent until the deadline, and what is left is reported.
+//! attempts are retried with exponential backoff; records wait, in order, in a queue bounded
+//! by count and by bytes that drops its oldest when full (counted as `dropped_records`). At
+//! shutdown the queue is sent until the flusher's deadline (less a small reserve), and what
+//! is left is reported.
 
 mod queue;
 
@@ -34,6 +35,9 @@ pub struct HttpBackend {
     gzip: bool,
     telemetry: Arc<Telemetry>,
     url: String,
+    max_pending_bytes: u64,
+    /// A record larger than `max_pending_bytes` was logged (once is enough).
+    oversize_logged: bool,
     shutdown_timeout: Duration,
     sender: Option<JoinHandle<()>>,
     /// Disconnects when the sender thread ends.
@@ -60,8 +64,8 @@ struct State {
 }
 
 impl HttpBackend {
-    /// Starts the sender thread for `config`, posting through `client`. At close, what is
-    /// queued may take up to `shutdown_timeout` to send.
+    /// Starts the sender thread for `config`, posting through `client`. `shutdown_timeout`
+    /// sizes the reserve `close` keeps before the shutdown deadline.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
@@ -73,7 +77,7 @@ impl HttpBackend {
     ) -> Result<HttpBackend, BackendError> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: PendingQueue::new(config.max_pending),
+                queue: PendingQueue::new(config.max_pending, config.max_pending_bytes),
                 on_the_wire: false,
                 deadline: None,
                 abandoned: false,
@@ -105,6 +109,8 @@ impl HttpBackend {
             gzip: config.gzip,
             telemetry,
             url: display_url(&config.url),
+            max_pending_bytes: config.max_pending_bytes,
+            oversize_logged: false,
             shutdown_timeout,
             sender: Some(thread),
             sender_done_rx,
@@ -117,10 +123,12 @@ impl HttpBackend {
     }
 }
 
-/// How long `close` may take: the shutdown timeout less a small reserve, so the report of
-/// what is left is logged before the flusher stops waiting for this backend.
-fn close_budget(shutdown_timeout: Duration) -> Duration {
-    shutdown_timeout - (shutdown_timeout / 20).min(Duration::from_millis(200))
+/// Until when `close` sends: the flusher's shutdown `deadline` less a small reserve (a
+/// twentieth of the shutdown timeout, at most 0.2 s), so the report of what is left is
+/// logged before the flusher stops waiting for this backend.
+fn sending_deadline(deadline: Instant, shutdown_timeout: Duration) -> Instant {
+    let reserve = (shutdown_timeout / 20).min(Duration::from_millis(200));
+    deadline.checked_sub(reserve).unwrap_or(deadline)
 }
 
 impl Backend for HttpBackend {
@@ -133,8 +141,19 @@ impl Backend for HttpBackend {
             backend: NAME,
             source,
         })?;
+        let size = body.len() as u64;
+        if size > self.max_pending_bytes && !self.oversize_logged {
+            self.oversize_logged = true;
+            tracing::warn!(
+                backend = NAME,
+                url = %self.url,
+                record_bytes = size,
+                max_pending_bytes = self.max_pending_bytes,
+                "http record over max_pending_bytes: sent, but waits alone (older ones dropped)"
+            );
+        }
         let mut state = self.shared.lock();
-        if state.queue.push(body).is_some() {
+        for _ in state.queue.push(body) {
             count_drop(&mut state, &self.telemetry, &self.url);
         }
         drop(state);
@@ -142,8 +161,8 @@ impl Backend for HttpBackend {
         Ok(())
     }
 
-    fn close(&mut self) -> Result<(), BackendError> {
-        let deadline = Instant::now() + close_budget(self.shutdown_timeout);
+    fn close(&mut self, deadline: Instant) -> Result<(), BackendError> {
+        let deadline = sending_deadline(deadline, self.shutdown_timeout);
         self.shared.lock().deadline = Some(deadline);
         self.shared.wake.notify_all();
         let finished = matches!(
@@ -234,7 +253,7 @@ impl Shared {
     }
 }
 
-/// Counts and logs a record dropped because the queue was full.
+/// Counts and logs a record dropped because the queue was full (by count or by bytes).
 fn count_drop(state: &mut State, telemetry: &Telemetry, url: &str) {
     state.dropped += 1;
     telemetry.dropped_record();
@@ -242,7 +261,9 @@ fn count_drop(state: &mut State, telemetry: &Telemetry, url: &str) {
         backend = NAME,
         url,
         dropped_since_start = state.dropped,
-        "http queue full: dropped the oldest record"
+        pending = state.queue.len(),
+        pending_bytes = state.queue.bytes(),
+        "http queue full (max_pending or max_pending_bytes): dropped the oldest record"
     );
 }
 
@@ -322,10 +343,65 @@ mod tests {
     }
 
     #[test]
-    fn the_close_budget_keeps_a_small_reserve() {
-        let budget = |ms| close_budget(Duration::from_millis(ms));
-        assert_eq!(budget(10_000), Duration::from_millis(9_800));
-        assert_eq!(budget(1_000), Duration::from_millis(950));
-        assert_eq!(budget(0), Duration::ZERO);
+    fn sending_stops_a_small_reserve_before_the_flushers_deadline() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let stop = |ms| {
+            deadline
+                .duration_since(sending_deadline(deadline, Duration::from_millis(ms)))
+                .as_millis()
+        };
+        assert_eq!(stop(10_000), 200);
+        assert_eq!(stop(1_000), 50);
+        assert_eq!(stop(0), 0);
+    }
+
+    /// An endpoint that accepts connections (into the listen backlog) and never answers.
+    fn hanging_endpoint() -> (std::net::TcpListener, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/ingest", listener.local_addr().expect("addr"));
+        (listener, url)
+    }
+
+    fn backend_for(url: &str, shutdown_timeout: Duration) -> (HttpBackend, Arc<Telemetry>) {
+        let text = format!("[[backends]]\nkind = \"http\"\nurl = {url:?}\ntimeout_ms = 600000\n");
+        let config = crate::config::Config::from_toml(&text, std::path::Path::new("test.toml"))
+            .expect("valid");
+        let Some(crate::config::BackendConfig::Http(http)) = config.backends.first() else {
+            panic!("an http backend");
+        };
+        let telemetry = Arc::new(Telemetry::default());
+        let backend =
+            HttpBackend::spawn(http, HttpClient::new(), telemetry.clone(), shutdown_timeout)
+                .expect("the sender starts");
+        (backend, telemetry)
+    }
+
+    #[test]
+    fn close_keeps_to_the_deadline_it_is_given_and_reports_what_is_left() {
+        // The flusher's deadline has passed by the time the backend closes (serializing the
+        // final record took it all); the backend's own hour of shutdown timeout must not
+        // restart the clock: both records, one on the wire to an endpoint that never
+        // answers, are reported unsent at once.
+        let (_endpoint, url) = hanging_endpoint();
+        let (mut backend, _) = backend_for(&url, Duration::from_secs(3600));
+        {
+            let mut state = backend.shared.lock();
+            state.queue.push(b"{}".to_vec());
+            state.queue.push(b"[]".to_vec());
+        }
+        backend.shared.wake.notify_all();
+        let (report_tx, report_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = report_tx.send(backend.close(Instant::now()));
+        });
+        // A liveness bound, not a measurement: the report comes at once, or after the hour.
+        let report = report_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("close kept to the deadline it was given");
+        let err = report.expect_err("nothing was delivered");
+        assert!(
+            matches!(err, BackendError::Unsent { unsent: 2, .. }),
+            "{err}"
+        );
     }
 }

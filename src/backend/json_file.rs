@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::{Backend, BackendError};
 use crate::config::JsonFileConfig;
@@ -123,7 +124,7 @@ impl Backend for JsonFileBackend {
         Ok(())
     }
 
-    fn close(&mut self) -> Result<(), BackendError> {
+    fn close(&mut self, _deadline: Instant) -> Result<(), BackendError> {
         if let Some(file) = self.file.take() {
             file.sync_data().map_err(|e| self.error(e))?;
         }

@@ -59,11 +59,14 @@ pub trait Backend: Send {
     /// receives the next record as usual.
     fn write(&mut self, record: &Record) -> Result<(), BackendError>;
 
-    /// Called once after the last record, before the agent exits.
+    /// Called once after the last record, before the agent exits. `deadline` is the agent's
+    /// shutdown deadline, fixed by the flusher before the final flush: the flusher stops
+    /// waiting for this backend then, so what is not done by it should be reported before.
     ///
     /// # Errors
     /// When pending output could not be completed.
-    fn close(&mut self) -> Result<(), BackendError> {
+    fn close(&mut self, deadline: Instant) -> Result<(), BackendError> {
+        let _ = deadline;
         Ok(())
     }
 }
@@ -73,7 +76,8 @@ pub struct BuildContext<'a> {
     /// The agent's one HTTP client.
     pub http: &'a HttpClient,
     pub telemetry: &'a Arc<Telemetry>,
-    /// How long a backend may take to finish at shutdown (`server.shutdown_timeout_ms`).
+    /// The shutdown timeout (`server.shutdown_timeout_ms`): sizes the reserve a backend
+    /// keeps before the shutdown deadline it is given at close.
     pub shutdown_timeout: Duration,
 }
 
@@ -102,6 +106,8 @@ pub fn build(
 pub struct BackendHandle {
     name: String,
     tx: Sender<Arc<Record>>,
+    /// Hands the shutdown deadline to the backend thread, just before `tx` closes.
+    deadline_tx: Sender<Instant>,
     done_rx: crossbeam_channel::Receiver<()>,
     thread: JoinHandle<()>,
 }
@@ -117,6 +123,7 @@ impl BackendHandle {
     ) -> std::io::Result<BackendHandle> {
         let name = backend.name().to_string();
         let (tx, rx) = crossbeam_channel::bounded::<Arc<Record>>(QUEUE_RECORDS);
+        let (deadline_tx, deadline_rx) = crossbeam_channel::bounded::<Instant>(1);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let thread_name = format!("tallyd-backend-{name}");
         let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
@@ -126,7 +133,10 @@ impl BackendHandle {
                     telemetry.backend_error();
                 }
             }
-            if let Err(e) = backend.close() {
+            // `close` sent the deadline before closing the queue; a handle dropped without
+            // `close` sent none, and the backend closes at once.
+            let deadline = deadline_rx.recv().unwrap_or_else(|_| Instant::now());
+            if let Err(e) = backend.close(deadline) {
                 tracing::error!(backend = backend.name(), error = %e, "backend failed to close");
             }
             let _ = done_tx.send(());
@@ -134,6 +144,7 @@ impl BackendHandle {
         Ok(BackendHandle {
             name,
             tx,
+            deadline_tx,
             done_rx,
             thread,
         })
@@ -162,8 +173,11 @@ impl BackendHandle {
         }
     }
 
-    /// Closes the queue and waits (until `deadline`) for the backend to finish what it holds.
+    /// Closes the queue and waits (until `deadline`) for the backend to finish what it holds;
+    /// the backend's own `close` is given the same deadline.
     pub fn close(self, deadline: Instant) {
+        // Room for one, and only this sends: never blocks.
+        let _ = self.deadline_tx.send(deadline);
         drop(self.tx);
         match self.done_rx.recv_deadline(deadline) {
             Ok(()) => {
@@ -174,5 +188,42 @@ impl BackendHandle {
                 "backend did not finish before the shutdown deadline"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands the deadline its `close` receives to a channel.
+    struct DeadlineProbe(Sender<Instant>);
+
+    impl Backend for DeadlineProbe {
+        fn name(&self) -> &str {
+            "probe"
+        }
+
+        fn write(&mut self, _: &Record) -> Result<(), BackendError> {
+            Ok(())
+        }
+
+        fn close(&mut self, deadline: Instant) -> Result<(), BackendError> {
+            let _ = self.0.send(deadline);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_backend_closes_with_the_flushers_deadline() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let telemetry = Arc::new(Telemetry::default());
+        let handle = BackendHandle::spawn(Box::new(DeadlineProbe(tx)), telemetry).expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        handle.close(deadline);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(deadline),
+            "the same instant, not one of its own"
+        );
     }
 }

@@ -179,7 +179,8 @@ const BURST_DATAGRAMS_PER_S: u64 = 100_000;
 const DATAGRAM_FOOTPRINT: u64 = 2048;
 
 /// The longest wait that a burst of [`BURST_DATAGRAMS_PER_S`] cannot overflow half of a
-/// receive buffer of `buffer` bytes during (the kernel's default buffer allows about 0.5 ms).
+/// receive buffer of `buffer` bytes during. A 416 KiB buffer, what the kernel grants when
+/// `net.core.rmem_max` is the usual 208 KiB, allows about 1 ms.
 fn safe_wait(buffer: usize) -> Duration {
     let datagrams = buffer as u64 / DATAGRAM_FOOTPRINT / 2;
     Duration::from_micros(datagrams * 1_000_000 / BURST_DATAGRAMS_PER_S)

@@ -2,7 +2,7 @@
 //! an earlier run is replaced; the file is removed again on stop, after the socket is drained.
 
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,11 +16,12 @@ use super::udp::DRAIN_LIMIT;
 const POLL: Duration = Duration::from_millis(50);
 
 /// Binds a Unix datagram socket at `path`, replacing a stale socket file (never another kind
-/// of file).
+/// of file), and gives the file the permission bits `mode`: sending to a socket needs write
+/// permission on its file, which the process's umask would otherwise take from other users.
 ///
 /// # Errors
-/// When the path holds something other than a socket, or binding fails.
-pub fn bind(path: &Path) -> io::Result<UnixDatagram> {
+/// When the path holds something other than a socket, or binding or setting the mode fails.
+pub fn bind(path: &Path, mode: u32) -> io::Result<UnixDatagram> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => {
@@ -32,6 +33,7 @@ pub fn bind(path: &Path) -> io::Result<UnixDatagram> {
         Err(_) => {}
     }
     let socket = UnixDatagram::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     socket.set_read_timeout(Some(POLL))?;
     Ok(socket)
 }
