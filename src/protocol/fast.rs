@@ -401,6 +401,33 @@ mod tests {
             }
         }
 
+        /// Raw bytes around plain lines: invalid UTF-8 in names and values, control bytes,
+        /// and names of up to 300 bytes.
+        #[test]
+        fn next_line_agrees_on_raw_bytes_and_long_names(
+            parts in proptest::collection::vec(
+                (
+                    0usize..300,
+                    proptest::collection::vec(any::<u8>(), 0..6),
+                    "(c|g|ms|s)",
+                    proptest::collection::vec(any::<u8>(), 0..3),
+                ),
+                0..6,
+            ),
+        ) {
+            let mut buf = Vec::new();
+            for (name_len, noise, kind, value_noise) in &parts {
+                buf.extend(std::iter::repeat_n(b'n', *name_len));
+                buf.extend_from_slice(noise);
+                buf.extend_from_slice(b":1");
+                buf.extend_from_slice(value_noise);
+                buf.push(b'|');
+                buf.extend_from_slice(kind.as_bytes());
+                buf.push(b'\n');
+            }
+            prop_assert_eq!(by_next_line(&buf), by_lines(&buf));
+        }
+
         #[test]
         fn unsigned_integers_agree_with_the_general_parser(text in "[0-9]{1,17}") {
             if let Some(fast) = unsigned_integer(text.as_bytes()) {
