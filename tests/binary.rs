@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -54,6 +54,25 @@ fn spawn_agent(config: &Path) -> (Agent, SocketAddr) {
     (agent, addr)
 }
 
+/// Writes a config into `dir`: one UDP listener on a free port with `recv_buffer` bytes of
+/// receive buffer, an hour's flush interval (only the final flush writes) plus `aggregation`
+/// lines, and a JSON file backend. Returns the config's path and the output file's.
+fn file_config(dir: &Path, recv_buffer: usize, aggregation: &str) -> (PathBuf, PathBuf) {
+    let out = dir.join("out.jsonl");
+    let config = dir.join("tallyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = {recv_buffer}\n\
+             [aggregation]\nflush_interval_ms = 3600000\n{aggregation}\n\
+             [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
+            out.display().to_string()
+        ),
+    )
+    .expect("config");
+    (config, out)
+}
+
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     for _ in 0..1000 {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -76,18 +95,7 @@ fn sigterm_straight_after_a_burst_loses_nothing() {
 
 fn burst_then_sigterm(shards: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("tallyd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = 4194304\n\
-             [aggregation]\nflush_interval_ms = 3600000\nshards = {shards}\n\
-             [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
-            out.display().to_string()
-        ),
-    )
-    .expect("config");
+    let (config, out) = file_config(dir.path(), 4_194_304, &format!("shards = {shards}"));
     let (mut agent, addr) = spawn_agent(&config);
 
     let socket = UdpSocket::bind("127.0.0.1:0").expect("client");
@@ -126,18 +134,7 @@ fn burst_then_sigterm(shards: usize) {
 #[test]
 fn datagrams_the_kernel_drops_while_the_agent_is_stopped_are_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("tallyd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = 4096\n\
-             [aggregation]\nflush_interval_ms = 3600000\n\
-             [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
-            out.display().to_string()
-        ),
-    )
-    .expect("config");
+    let (config, out) = file_config(dir.path(), 4096, "");
     let (mut agent, addr) = spawn_agent(&config);
     let pid = agent.0.id() as libc::pid_t;
     // SAFETY: kill(2) with a valid pid of our own child and a valid signal number.

@@ -45,6 +45,29 @@ fn closed_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// Waits until the agent's backends have dropped `n` records since start.
+async fn wait_dropped(agent: &Agent, n: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    while agent.running.telemetry().dropped_records_total() < n {
+        assert!(Instant::now() < deadline, "{n} records are dropped");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Checks that the records delivered after an outage count `dropped` drops between them,
+/// and that nothing else arrives.
+fn assert_drops_reported(receiver: &HttpReceiver, delivered: &[&Value], dropped: u64) {
+    let reported: u64 = delivered
+        .iter()
+        .map(|r| r["internal"]["dropped_records"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(reported, dropped, "each drop is counted in a later record");
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "nothing else arrives"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_arrive_whole_and_in_order() {
     let receiver = HttpReceiver::start("127.0.0.1:0");
@@ -100,11 +123,7 @@ async fn a_full_queue_drops_the_oldest_and_a_later_record_counts_it() {
     }
     // Five records into a queue of two: once the backend has taken them all, three were
     // dropped, and the endpoint comes back.
-    let deadline = Instant::now() + PATIENCE;
-    while agent.running.telemetry().dropped_records_total() < 3 {
-        assert!(Instant::now() < deadline, "the oldest three are dropped");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_dropped(&agent, 3).await;
     let receiver = HttpReceiver::start(&format!("127.0.0.1:{port}"));
     // The two newest waited; the three oldest were dropped.
     let fourth = receiver.next().json();
@@ -114,15 +133,7 @@ async fn a_full_queue_drops_the_oldest_and_a_later_record_counts_it() {
     agent.running.shutdown().await;
     let last = receiver.next().json();
     assert_close(count(&last, "drops"), 0.0);
-    let dropped: u64 = [&fourth, &fifth, &last]
-        .iter()
-        .map(|r| r["internal"]["dropped_records"].as_u64().expect("a count"))
-        .sum();
-    assert_eq!(dropped, 3, "each drop is counted in a later record");
-    assert!(
-        receiver.requests.try_recv().is_err(),
-        "nothing else arrives"
-    );
+    assert_drops_reported(&receiver, &[&fourth, &fifth, &last], 3);
 }
 
 /// Series in each padded record, so that its size dwarfs what varies between records.
@@ -163,11 +174,7 @@ async fn a_full_byte_budget_drops_the_oldest_and_a_later_record_counts_it() {
         let record = flush_padded(&agent, i, i - 1).await;
         assert_close(count(&record, "bytes"), i as f64);
     }
-    let deadline = Instant::now() + PATIENCE;
-    while agent.running.telemetry().dropped_records_total() < 3 {
-        assert!(Instant::now() < deadline, "the oldest three are dropped");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_dropped(&agent, 3).await;
     let receiver = HttpReceiver::start(&format!("127.0.0.1:{port}"));
     let fourth = receiver.next();
     let fifth = receiver.next();
@@ -181,15 +188,7 @@ async fn a_full_byte_budget_drops_the_oldest_and_a_later_record_counts_it() {
     agent.running.shutdown().await;
     let last = receiver.next().json();
     assert_close(count(&last, "bytes"), 0.0);
-    let dropped: u64 = [&fourth, &fifth, &last]
-        .iter()
-        .map(|r| r["internal"]["dropped_records"].as_u64().expect("a count"))
-        .sum();
-    assert_eq!(dropped, 3, "each drop is counted in a later record");
-    assert!(
-        receiver.requests.try_recv().is_err(),
-        "nothing else arrives"
-    );
+    assert_drops_reported(&receiver, &[&fourth, &fifth, &last], 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,11 +201,7 @@ async fn records_larger_than_the_byte_budget_are_still_sent_each_alone() {
         assert_close(count(&record, "huge"), i as f64);
     }
     // Every record is over a one-byte budget: each new one drops the one waiting.
-    let deadline = Instant::now() + PATIENCE;
-    while agent.running.telemetry().dropped_records_total() < 2 {
-        assert!(Instant::now() < deadline, "the oldest two are dropped");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_dropped(&agent, 2).await;
     let receiver = HttpReceiver::start(&format!("127.0.0.1:{port}"));
     let third = receiver.next().json();
     assert_close(count(&third, "huge"), 3.0);
@@ -217,15 +212,7 @@ async fn records_larger_than_the_byte_budget_are_still_sent_each_alone() {
     agent.running.shutdown().await;
     let last = receiver.next().json();
     assert_close(count(&last, "huge"), 0.0);
-    let dropped: u64 = [&third, &delivered, &last]
-        .iter()
-        .map(|r| r["internal"]["dropped_records"].as_u64().expect("a count"))
-        .sum();
-    assert_eq!(dropped, 2, "each drop is counted in a later record");
-    assert!(
-        receiver.requests.try_recv().is_err(),
-        "nothing else arrives"
-    );
+    assert_drops_reported(&receiver, &[&third, &delivered, &last], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
