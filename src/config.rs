@@ -1384,13 +1384,13 @@ mod tests {
 
     #[test]
     fn max_pending_bytes_must_be_a_plain_count_of_bytes() {
-        for bad in ["-1", "\"256MiB\"", "1.5", "0"] {
+        // A wrong type points at the backend's entry, a zero at the value.
+        for (bad, at) in [("-1", 1), ("\"256MiB\"", 1), ("1.5", 1), ("0", 4)] {
             let text = format!(
                 "[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\nmax_pending_bytes = {bad}\n"
             );
             let (line, _, message) = error_position(parse(&text).unwrap_err());
-            // A wrong type points at the backend's entry, a zero at the value.
-            assert!(line == 1 || line == 4, "{bad}: {line}: {message}");
+            assert_eq!(line, at, "{bad}: {message}");
         }
     }
 

@@ -119,8 +119,17 @@ impl Flusher {
     fn finish(&mut self) {
         let deadline = Instant::now() + self.config.server.shutdown_timeout;
         self.flush(Some(deadline));
-        for backend in std::mem::take(&mut self.backends) {
-            backend.close(deadline);
+        // The final drops are read: let the sockets go, so that datagrams arriving while
+        // the backends finish are refused rather than queued and never read.
+        self.kernel_drops.clear();
+        // Every backend learns the deadline and that its queue is closed before the flusher
+        // waits for any of them, so a slow one does not eat the others' time.
+        let closing: Vec<_> = std::mem::take(&mut self.backends)
+            .into_iter()
+            .map(|backend| backend.start_close(deadline))
+            .collect();
+        for backend in closing {
+            backend.wait(deadline);
         }
         if let Some(alerter) = self.alerter.take() {
             alerter.close(deadline);

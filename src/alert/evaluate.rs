@@ -1,8 +1,8 @@
 //! Rule evaluation: which rules apply to a series is worked out once, when the series first
 //! appears (exact names through a map, globs and tags once), and cached while the series
 //! lives; each flush then costs one lookup per series. State is kept only for (rule, series)
-//! pairs whose condition holds or that are firing, and for a bounded time once the series has
-//! left the record.
+//! pairs whose condition holds or that are firing; once the series has left the record, for a
+//! bounded time, or while an `absent` alert fires (up to a bound).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,6 +13,10 @@ use super::notifier::Notifiers;
 use super::rule::{AlertRule, Op};
 use crate::aggregate::SeriesKey;
 use crate::record::{AlertEvent, Metric, Record};
+
+/// Firing `absent` pairs kept after their series left the record, waiting for a sample to
+/// resolve them: about 100 bytes each.
+const MAX_GONE_FIRING: usize = 100_000;
 
 /// The state of one (rule, series) pair.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +43,8 @@ pub struct Alerter {
     matches: HashMap<SeriesKey, Box<[u32]>, FxBuildHasher>,
     states: HashMap<(u32, SeriesKey), PairState, FxBuildHasher>,
     flushes: u64,
+    /// Firing `absent` pairs kept once their series left the record ([`MAX_GONE_FIRING`]).
+    max_gone_firing: usize,
     interval_ms: u128,
     notifiers: Notifiers,
 }
@@ -66,6 +72,7 @@ impl Alerter {
             matches: HashMap::default(),
             states: HashMap::default(),
             flushes: 0,
+            max_gone_firing: MAX_GONE_FIRING,
             interval_ms,
             notifiers,
         }
@@ -93,19 +100,29 @@ impl Alerter {
         }
         self.matches = matches;
         // Pairs whose series is gone from the record (expired, or over max_series).
-        let gone: Vec<(u32, SeriesKey, u64)> = self
+        let gone: Vec<(u32, SeriesKey, u64, bool)> = self
             .states
             .iter()
             .filter(|(_, state)| state.seen != self.flushes)
-            .map(|((r, key), state)| (*r, key.clone(), state.seen))
+            .map(|((r, key), state)| (*r, key.clone(), state.seen, state.firing))
             .collect();
-        for (r, key, seen) in gone {
-            // `absent` still holds for `for` flushes after the series left, so a rule whose
-            // `for` outlasts series_ttl can fire; then the pair resolves and is forgotten,
-            // or series churn under an `absent` glob would keep state without bound.
+        let mut kept_firing = Vec::new();
+        for (r, key, seen, firing) in gone {
+            // `absent` still holds after the series left, and for `for` more flushes the
+            // pair goes on as usual, so a rule whose `for` outlasts series_ttl can fire.
+            // After that, a pair that is not firing is forgotten without an event. A firing
+            // one is kept (and reminded of), still firing until a sample of its series
+            // resolves it, up to `max_gone_firing` such pairs.
             let (holds, value) = self.condition(r, None, record);
             let grace = u64::from(self.rules[r as usize].for_flushes);
-            let holds = holds && self.flushes - seen <= grace;
+            if holds && self.flushes - seen > grace {
+                if firing {
+                    kept_firing.push((seen, r, key.clone()));
+                } else {
+                    self.states.remove(&(r, key));
+                    continue;
+                }
+            }
             self.step(
                 r,
                 &key,
@@ -113,6 +130,20 @@ impl Alerter {
                 false,
                 record.timestamp,
                 &mut events,
+            );
+        }
+        if kept_firing.len() > self.max_gone_firing {
+            // Series churn under an `absent` glob: forget the longest gone, so the state
+            // stays bounded. Their alerts stay firing at the receivers.
+            kept_firing.sort_unstable_by_key(|(seen, ..)| *seen);
+            let excess = kept_firing.len() - self.max_gone_firing;
+            for (_, r, key) in kept_firing.into_iter().take(excess) {
+                self.states.remove(&(r, key));
+            }
+            tracing::warn!(
+                forgotten = excess,
+                "absent alerts: more firing pairs whose series expired than are kept; the \
+                 longest gone are forgotten without a resolved event"
             );
         }
         for (r, event) in &events {
@@ -300,33 +331,39 @@ mod tests {
     }
 
     #[test]
-    fn absent_state_is_freed_under_series_churn() {
-        // Each flush a new series appears, the previous one is idle, older ones expired.
+    fn absent_state_stays_bounded_under_series_churn() {
+        // Each flush a new series appears, the previous one is idle (and fires), older ones
+        // expired: their firing pairs are kept up to the bound.
         let mut alerter = alerter("req.*", Op::Absent, 1);
+        alerter.max_gone_firing = 10;
         let names: Vec<String> = (0..100).map(|i| format!("req.{i}")).collect();
         flush(&mut alerter, &[(&names[0], 1.0)]);
         for pair in names.windows(2) {
             flush(&mut alerter, &[(&pair[0], 0.0), (&pair[1], 1.0)]);
         }
-        assert!(alerter.pairs() <= 2, "{} pairs", alerter.pairs());
+        // The bound, the idle series and the new one.
+        assert!(alerter.pairs() <= 12, "{} pairs", alerter.pairs());
+        assert!(alerter.pairs() >= 10, "{} pairs", alerter.pairs());
     }
 
     #[test]
-    fn an_expired_absent_pair_resolves_after_for_more_flushes() {
+    fn an_absent_pair_fires_after_expiry_and_resolves_only_when_a_sample_returns() {
         let mut alerter = alerter("heartbeat", Op::Absent, 2);
         assert!(flush(&mut alerter, &[("heartbeat", 1.0)]).is_empty());
         assert!(flush(&mut alerter, &[("heartbeat", 0.0)]).is_empty());
         // Expired: still absent, so `for` completes and the rule fires.
         assert_eq!(flush(&mut alerter, &[]), events(&[("heartbeat", "firing")]));
-        assert!(flush(&mut alerter, &[]).is_empty());
+        // Still no sample: still firing, nothing new, the pair kept.
+        for _ in 0..5 {
+            assert!(flush(&mut alerter, &[]).is_empty());
+        }
+        assert_eq!(alerter.pairs(), 1);
+        // The series is back with a sample: resolved.
         assert_eq!(
-            flush(&mut alerter, &[]),
+            flush(&mut alerter, &[("heartbeat", 1.0)]),
             events(&[("heartbeat", "resolved")])
         );
         assert_eq!(alerter.pairs(), 0);
-        assert!(flush(&mut alerter, &[]).is_empty());
-        // Back after it was forgotten: nothing was firing, nothing resolves.
-        assert!(flush(&mut alerter, &[("heartbeat", 1.0)]).is_empty());
     }
 
     #[test]

@@ -176,9 +176,33 @@ impl BackendHandle {
     /// Closes the queue and waits (until `deadline`) for the backend to finish what it holds;
     /// the backend's own `close` is given the same deadline.
     pub fn close(self, deadline: Instant) {
+        self.start_close(deadline).wait(deadline);
+    }
+
+    /// Closes the queue and hands the backend `deadline`, without waiting: see
+    /// [`Closing::wait`].
+    pub fn start_close(self, deadline: Instant) -> Closing {
         // Room for one, and only this sends: never blocks.
         let _ = self.deadline_tx.send(deadline);
         drop(self.tx);
+        Closing {
+            name: self.name,
+            done_rx: self.done_rx,
+            thread: self.thread,
+        }
+    }
+}
+
+/// A backend whose queue is closed, finishing what it holds.
+pub struct Closing {
+    name: String,
+    done_rx: crossbeam_channel::Receiver<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Closing {
+    /// Waits (until `deadline`) for the backend to finish.
+    pub fn wait(self, deadline: Instant) {
         match self.done_rx.recv_deadline(deadline) {
             Ok(()) => {
                 let _ = self.thread.join();

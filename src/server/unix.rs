@@ -33,9 +33,47 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<UnixDatagram> {
         Err(_) => {}
     }
     let socket = UnixDatagram::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Err(e) = set_mode(path, mode) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     socket.set_read_timeout(Some(POLL))?;
     Ok(socket)
+}
+
+/// Sets the permission bits of the socket file at `path` without following a symlink: in a
+/// directory others may write to, the path could be swapped for a link between the bind and
+/// this.
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: fchmodat(2) with a NUL-terminated path that outlives the call.
+    let result = unsafe {
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(error);
+    }
+    // A C library without the flag (glibc before 2.32), or a symlink: set the mode only
+    // on the socket itself.
+    if std::fs::symlink_metadata(path)?.file_type().is_socket() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is no longer the socket tallyd bound", path.display()),
+        ))
+    }
 }
 
 /// Starts the receive thread of one Unix datagram socket.
