@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use tokio::sync::watch;
 
-use crate::aggregate::{KeyEncoder, new_shards};
+use crate::aggregate::{KeyEncoder, LocalHandle, LocalTable, new_shards};
 use crate::alert::Alerter;
 use crate::alert::notifier::Notifiers;
 use crate::backend::{self, Backend, BackendHandle};
@@ -133,7 +133,25 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let mut receivers = Vec::new();
     let mut udp_addrs = Vec::new();
 
-    let udp_threads = server.udp_threads(aggregation.shards);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let udp_threads = server.udp_threads(aggregation.shards, cores);
+    // A lone datagram thread with a lone shard folds straight into it. Otherwise each
+    // datagram thread keeps counters and distributions in a table of its own, drained into
+    // the shards at every flush, so the threads do not contend for the shards' locks and
+    // memory (see `aggregate::local`).
+    let datagram_threads = udp_sockets.len() * udp_threads + unix_sockets.len();
+    let use_locals = datagram_threads > 1 || aggregation.shards > 1;
+    let mut locals = Vec::new();
+    let mut datagram_router = || {
+        let router = make_router();
+        if use_locals {
+            let local = LocalHandle::new(LocalTable::new(&aggregation, telemetry.clone()));
+            locals.push(local.clone());
+            router.with_local(local)
+        } else {
+            router
+        }
+    };
     for socket in udp_sockets {
         let addr = socket.local_addr()?;
         tracing::info!(threads = udp_threads, udp = %addr, "listening");
@@ -145,7 +163,7 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
             receivers.push(udp::spawn_udp(
                 name,
                 socket.try_clone()?,
-                make_router(),
+                datagram_router(),
                 stop.clone(),
                 server,
             )?);
@@ -156,7 +174,7 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
         tracing::info!(unix = %path.display(), "listening");
         unix_paths.push(path.clone());
         let name = format!("tallyd-unix-{i}");
-        let router = make_router();
+        let router = datagram_router();
         let thread = unix::spawn_unix(
             name,
             socket,
@@ -195,6 +213,7 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
     let flusher = Flusher::new(config.clone(), shards, alerter, handles, telemetry.clone())
         .with_kernel_drops(kernel_drops)
+        .with_locals(locals)
         .spawn(flush_rx)?;
 
     Ok(Running {

@@ -82,8 +82,9 @@ pub struct ServerConfig {
     pub udp_coalesce: Duration,
     pub max_datagram_bytes: usize,
     pub tcp_max_line_bytes: usize,
-    /// Receive threads per UDP socket; 0 picks one per shard with a single socket per
-    /// address, else one (see [`ServerConfig::udp_threads`]).
+    /// Receive threads per UDP socket; 0 picks one per shard, and at least two when the
+    /// agent may run on two cores, with a single socket per address, else one (see
+    /// [`ServerConfig::udp_threads`]).
     pub udp_threads_per_socket: usize,
     /// The permission bits of the Unix socket files (0o722: anyone may send).
     pub unix_mode: u32,
@@ -91,11 +92,12 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// The receive threads each UDP socket gets when there are `shards` shards.
-    pub fn udp_threads(&self, shards: usize) -> usize {
+    /// The receive threads each UDP socket gets when there are `shards` shards and the agent
+    /// may run on `cores` cores.
+    pub fn udp_threads(&self, shards: usize, cores: usize) -> usize {
         match self.udp_threads_per_socket {
             0 if self.udp_sockets_per_address > 1 => 1,
-            0 => shards.max(1),
+            0 => shards.max(cores.min(2)).max(1),
             n => n,
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::aggregate::distribution::{DistFigures, DistributionConfig};
-use crate::aggregate::{RawData, RawMetric, ShardHandle, ShardSnapshot};
+use crate::aggregate::{Drained, LocalHandle, RawData, RawMetric, ShardHandle, ShardSnapshot};
 use crate::alert::Alerter;
 use crate::backend::BackendHandle;
 use crate::config::Config;
@@ -39,6 +39,8 @@ pub enum Command {
 pub struct Flusher {
     config: Arc<Config>,
     shards: Vec<ShardHandle>,
+    /// The receive threads' local tables, drained into the shards at every flush.
+    locals: Vec<LocalHandle>,
     backends: Vec<BackendHandle>,
     telemetry: Arc<Telemetry>,
     distribution: Arc<DistributionConfig>,
@@ -59,6 +61,7 @@ impl Flusher {
         Flusher {
             config,
             shards,
+            locals: Vec::new(),
             backends,
             telemetry,
             distribution,
@@ -72,6 +75,13 @@ impl Flusher {
     #[must_use]
     pub fn with_kernel_drops(mut self, kernel_drops: Vec<KernelDrops>) -> Flusher {
         self.kernel_drops = kernel_drops;
+        self
+    }
+
+    /// Drains these receive threads' local tables into the shards at every flush.
+    #[must_use]
+    pub fn with_locals(mut self, locals: Vec<LocalHandle>) -> Flusher {
+        self.locals = locals;
         self
     }
 
@@ -159,8 +169,23 @@ impl Flusher {
         }
     }
 
+    /// Ends the interval: moves the local tables' shares into the shards, then takes each
+    /// shard's snapshot. A local table is held only while it is drained, a shard while it
+    /// takes the shares in and hands its state over.
     fn collect(&self) -> Vec<ShardSnapshot> {
-        self.shards.iter().map(ShardHandle::snapshot).collect()
+        let mut shares: Vec<Vec<Drained>> = self.shards.iter().map(|_| Vec::new()).collect();
+        for local in &self.locals {
+            local.lock().drain(&mut shares);
+        }
+        self.shards
+            .iter()
+            .zip(shares)
+            .map(|(shard, shares)| {
+                let mut shard = shard.lock();
+                shard.absorb(shares);
+                shard.snapshot()
+            })
+            .collect()
     }
 
     fn build(&self, snapshots: Vec<ShardSnapshot>) -> Record {

@@ -119,7 +119,12 @@ impl Telemetry {
 
     /// Counts a sample of a new series that was not admitted.
     pub fn refuse_series(&self) {
-        self.dropped_series.fetch_add(1, Relaxed);
+        self.refuse_samples(1);
+    }
+
+    /// Counts `n` samples of a new series that was not admitted.
+    pub fn refuse_samples(&self, n: u64) {
+        self.dropped_series.fetch_add(n, Relaxed);
     }
 
     /// The live series right now, over all shards.

@@ -16,6 +16,9 @@
 //! for the next cycle. Timers grow each series' exact-sample vector within an interval (the
 //! snapshot takes it away), by design.
 //!
+//! A router with a local table (several receive threads) is measured too: counters and
+//! timers go to it, gauges and sets to the shard's batch.
+//!
 //! Set `TALLYD_ALLOC_TRACE=N` to print a backtrace for each of the first N allocations
 //! counted in each measurement (two per case), e.g. with `--exact <test> --nocapture`.
 
@@ -24,7 +27,7 @@ use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
 
-use tallyd::aggregate::{KeyEncoder, new_shards};
+use tallyd::aggregate::{KeyEncoder, LocalHandle, LocalTable, new_shards};
 use tallyd::config::Config;
 use tallyd::server::Router;
 use tallyd::telemetry::Telemetry;
@@ -126,9 +129,10 @@ fn datagrams(case: &Case) -> Vec<Vec<u8>> {
 }
 
 /// Allocation calls per line over `MEASURED_DATAGRAMS` datagrams into `shards` shards (one:
-/// lines folded straight in; more: batched per shard), the router flushed (one receive
+/// lines folded straight in; more: batched per shard), or with `local` into the router's
+/// local table (counters and timers; the rest batched), the router flushed (one receive
 /// cycle ended) every `per_cycle` datagrams.
-fn allocations_per_line(case: &Case, per_cycle: usize, shards: usize) -> f64 {
+fn allocations_per_line(case: &Case, per_cycle: usize, shards: usize, local: bool) -> f64 {
     let mut config = Config::default().aggregation;
     config.shards = shards;
     let config = Arc::new(config);
@@ -136,6 +140,10 @@ fn allocations_per_line(case: &Case, per_cycle: usize, shards: usize) -> f64 {
     let handles = new_shards(&config, &telemetry);
     let encoder = KeyEncoder::new(config.global_tags.clone().into());
     let mut router = Router::new(encoder, handles.clone(), telemetry.clone());
+    let local = local.then(|| LocalHandle::new(LocalTable::new(&config, telemetry.clone())));
+    if let Some(local) = &local {
+        router = router.with_local(local.clone());
+    }
     let datagrams = datagrams(case);
 
     // The measured run: the datagrams in turn, a receive cycle ending every `per_cycle`.
@@ -180,6 +188,14 @@ fn allocations_per_line(case: &Case, per_cycle: usize, shards: usize) -> f64 {
     assert_eq!(internal.lines_received, lines, "{}", case.name);
     assert_eq!(internal.bad_lines_total(), 0, "{}", case.name);
     assert_eq!(internal.dropped_lines, 0, "{}", case.name);
+    if let Some(local) = &local {
+        // As the flusher does: the local table's shares into the shards.
+        let mut shares: Vec<Vec<_>> = handles.iter().map(|_| Vec::new()).collect();
+        local.lock().drain(&mut shares);
+        for (handle, shares) in handles.iter().zip(shares) {
+            handle.lock().absorb(shares);
+        }
+    }
     let series: usize = handles.iter().map(|h| h.snapshot().metrics.len()).sum();
     assert_eq!(series, case.series, "{}", case.name);
 
@@ -194,19 +210,23 @@ struct Figures {
     loaded: f64,
     /// `LOADED_CYCLE` datagrams per receive cycle, two shards (samples batched per shard).
     batched: f64,
+    /// `LOADED_CYCLE` datagrams per receive cycle into a local table and one shard.
+    local: f64,
 }
 
 /// Measures both cycle sizes and prints the figures.
 fn measure(case: &Case) -> Figures {
     let figures = Figures {
-        light: allocations_per_line(case, 1, 1),
-        loaded: allocations_per_line(case, LOADED_CYCLE, 1),
-        batched: allocations_per_line(case, LOADED_CYCLE, 2),
+        light: allocations_per_line(case, 1, 1, false),
+        loaded: allocations_per_line(case, LOADED_CYCLE, 1, false),
+        batched: allocations_per_line(case, LOADED_CYCLE, 2, false),
+        local: allocations_per_line(case, LOADED_CYCLE, 1, true),
     };
     eprintln!(
         "{:<20} {:>6} series: {:.4} allocations/line at 1 datagram per receive cycle, \
-         {:.4} at {LOADED_CYCLE}, {:.4} at {LOADED_CYCLE} into two shards",
-        case.name, case.series, figures.light, figures.loaded, figures.batched
+         {:.4} at {LOADED_CYCLE}, {:.4} at {LOADED_CYCLE} into two shards, {:.4} with a local \
+         table",
+        case.name, case.series, figures.light, figures.loaded, figures.batched, figures.local
     );
     figures
 }
@@ -215,12 +235,16 @@ fn measure(case: &Case) -> Figures {
 fn assert_no_allocation(case: &Case) {
     let figures = measure(case);
     assert!(
-        figures.light == 0.0 && figures.loaded == 0.0 && figures.batched == 0.0,
-        "{}: {}, {} and {} allocations per line",
+        figures.light == 0.0
+            && figures.loaded == 0.0
+            && figures.batched == 0.0
+            && figures.local == 0.0,
+        "{}: {}, {}, {} and {} allocations per line",
         case.name,
         figures.light,
         figures.loaded,
-        figures.batched
+        figures.batched,
+        figures.local
     );
 }
 
@@ -283,10 +307,14 @@ fn timers_also_grow_their_exact_sample_vectors_within_an_interval() {
         line: |series, value| format!("loadgen.timer.{series}:{value}|ms"),
     });
     assert!(
-        figures.light <= 0.25 && figures.loaded <= 0.25 && figures.batched <= 0.25,
-        "timers: {}, {} and {} allocations per line",
+        figures.light <= 0.25
+            && figures.loaded <= 0.25
+            && figures.batched <= 0.25
+            && figures.local <= 0.25,
+        "timers: {}, {}, {} and {} allocations per line",
         figures.light,
         figures.loaded,
-        figures.batched
+        figures.batched,
+        figures.local
     );
 }

@@ -11,8 +11,112 @@ async fn every_metric_kind_arrives_with_its_figures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_shard_without_a_thread_gives_the_same_figures() {
-    every_metric_kind(&base("shards = 1")).await;
+async fn a_single_shard_and_receive_thread_give_the_same_figures() {
+    // One thread and one shard: lines are folded straight into the shard.
+    let toml = base("shards = 1").replace("[server]\n", "[server]\nudp_threads_per_socket = 1\n");
+    every_metric_kind(&toml).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_receive_threads_on_one_shard_give_the_same_figures() {
+    // Two threads: counters and timers wait in each thread's local table until the flush.
+    let toml = base("shards = 1").replace("[server]\n", "[server]\nudp_threads_per_socket = 2\n");
+    every_metric_kind(&toml).await;
+}
+
+/// Several senders at once into two receive threads (each with its own local table) over
+/// several flushes: every counter sample and every timer value is in exactly one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_threads_local_tables_lose_and_double_nothing_across_flushes() {
+    const SENDERS: usize = 4;
+    const ROUNDS: usize = 3;
+    const DATAGRAMS: usize = 100;
+    // Small exact_samples: timer values past it in one thread's interval go to the shard,
+    // which then sketches; count, sum, lower and upper stay exact either way.
+    let toml = base("shards = 2\nexact_samples = 50").replace(
+        "[server]\n",
+        "[server]\nudp_threads_per_socket = 2\nudp_batch = 8\n",
+    );
+    let agent = start(&toml).await;
+    let addr = agent.udp();
+    let mut records = Vec::new();
+    for round in 0..ROUNDS {
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|sender| {
+                std::thread::spawn(move || {
+                    let datagrams: Vec<String> = (0..DATAGRAMS)
+                        .map(|i| {
+                            // 10 lines: 4 counters over 20 series, 4 timer values over 3
+                            // series, a gauge and a timer line with three values.
+                            let mut lines = Vec::new();
+                            for j in 0..4 {
+                                lines.push(format!("c{}:{}|c", (i + j) % 20, sender + 1));
+                                lines.push(format!("t{}:{}|ms", (i + j) % 3, i % 100));
+                            }
+                            lines.push(format!("g{sender}:{i}|g"));
+                            lines.push(format!("multi:{}:{}:{}|ms", round, i, sender));
+                            lines.join("\n")
+                        })
+                        .collect();
+                    let refs: Vec<&str> = datagrams.iter().map(String::as_str).collect();
+                    // Paced, so that a receive buffer at the usual rmem_max cap holds them.
+                    for chunk in refs.chunks(10) {
+                        send_udp(addr, chunk);
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().expect("sender ends");
+        }
+        let lines = ((round + 1) * SENDERS * DATAGRAMS * 10) as u64;
+        agent.wait_lines(lines).await;
+        records.push(agent.flush().await);
+    }
+    records.push(agent.finish().await);
+
+    let total = |name: &str, kind: &str, figure: &str| -> f64 {
+        records
+            .iter()
+            .filter_map(|r| find(r, name, kind, &json!({})))
+            // An idle timer has no figures besides its counts.
+            .filter_map(|m| m[figure].as_f64())
+            .sum()
+    };
+    let per_round = (SENDERS * DATAGRAMS) as f64;
+    let counter_sum: f64 = (0..20)
+        .map(|i| total(&format!("c{i}"), "counter", "count"))
+        .sum();
+    // Each datagram adds 4 × (sender + 1): 4 × (1 + 2 + 3 + 4) per datagram index.
+    assert_eq!(counter_sum, ROUNDS as f64 * DATAGRAMS as f64 * 4.0 * 10.0);
+    let timer_count: f64 = (0..3)
+        .map(|i| total(&format!("t{i}"), "timer", "count"))
+        .sum();
+    assert_eq!(timer_count, ROUNDS as f64 * per_round * 4.0);
+    let timer_sum: f64 = (0..3)
+        .map(|i| total(&format!("t{i}"), "timer", "sum"))
+        .sum();
+    let per_sender: usize = (0..DATAGRAMS).map(|i| 4 * (i % 100)).sum();
+    assert_eq!(timer_sum, (ROUNDS * SENDERS * per_sender) as f64);
+    assert_eq!(
+        total("multi", "timer", "count"),
+        ROUNDS as f64 * per_round * 3.0
+    );
+    for (round, record) in records.iter().take(ROUNDS).enumerate() {
+        let multi = metric(record, "multi", "timer");
+        assert_eq!(fig(multi, "lower"), 0.0, "round {round}");
+        assert_eq!(fig(multi, "upper"), (DATAGRAMS - 1) as f64, "round {round}");
+        for sender in 0..SENDERS {
+            let gauge = metric(record, &format!("g{sender}"), "gauge");
+            assert!((0.0..DATAGRAMS as f64).contains(&fig(gauge, "value")));
+        }
+    }
+    let bad: u64 = records
+        .iter()
+        .map(|r| r["internal"]["dropped_series"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(bad, 0);
 }
 
 async fn every_metric_kind(toml: &str) {
@@ -210,18 +314,12 @@ async fn histogram_bins_apply_to_matching_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_series_beyond_max_series_are_dropped_and_counted() {
     let agent = start(&base("max_series = 2\nshards = 2")).await;
-    // Shards admit in parallel: the first two series arrive alone, and are admitted, before
-    // the others are sent.
+    // The first two series arrive alone and are admitted, by the latest at the flush that
+    // moves the receive thread's counters into the shards, before the others are sent.
     agent.send(&["a:1|c\nb:1|c"]);
     agent.wait_lines(2).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while agent.running.telemetry().series() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a and b never admitted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    agent.running.flush_now().await;
+    assert_eq!(agent.running.telemetry().series(), 2, "a and b admitted");
     agent.send(&["c:1|c\nd:1|g\na:1|c"]);
     agent.wait_lines(5).await;
     let record = agent.finish().await;

@@ -150,6 +150,11 @@ impl SeriesKey {
         unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>().add(HEADER), len) }
     }
 
+    /// The key body: the key without its kind byte, as [`KeyEncoder::body`] gives it.
+    pub fn body(&self) -> &[u8] {
+        self.as_bytes().get(1..).unwrap_or_default()
+    }
+
     /// The series' metric kind.
     pub fn kind(&self) -> MetricKind {
         self.as_bytes()
@@ -184,10 +189,7 @@ impl SeriesKey {
     /// The hash the receive path computes for this series ([`series_hash`] of
     /// [`route_hash`]).
     pub fn series_hash(&self) -> u64 {
-        series_hash(
-            route_hash(self.as_bytes().get(1..).unwrap_or_default()),
-            self.kind(),
-        )
+        series_hash(route_hash(self.body()), self.kind())
     }
 
     /// Orders keys by name, then tags, then kind: the order of the flush record.

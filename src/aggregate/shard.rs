@@ -6,12 +6,12 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashTable;
-
 use super::batch::{Batch, TaggedEvent};
 use super::distribution::{Bins, DistSnapshot, DistState};
 use super::key::{SeriesKey, series_hash};
+use super::local::{Drained, DrainedData};
 use super::members::Members;
+use super::table::{Entry, SeriesTable};
 use crate::config::AggregationConfig;
 use crate::protocol::{MetricKind, Sample};
 use crate::telemetry::Telemetry;
@@ -99,16 +99,8 @@ struct DistSlot {
     bins: Option<Arc<Bins>>,
 }
 
-/// One series: 24 bytes besides its key's bytes. Its hash is not kept: the table's tag
-/// bits rule out most key comparisons, and the rare rehash (the table growing, an entry
-/// removed) works it out again from the key.
-#[derive(Debug)]
-struct Entry {
-    key: SeriesKey,
-    value: Value,
-}
-
-const _: () = assert!(std::mem::size_of::<Entry>() == 24);
+// One series: 24 bytes besides its key's bytes.
+const _: () = assert!(std::mem::size_of::<Entry<Value>>() == 24);
 
 /// Hashes set members: SipHash under a key drawn at random for each shard, so 64-bit member
 /// hashes collide only by chance (about 3e-8 for a million members in one interval), and a
@@ -116,11 +108,9 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 24);
 #[derive(Default)]
 struct MemberHasher(std::hash::RandomState);
 
-/// A shard's series and pending events. The series live in a dense vector; the table holds
-/// only their positions (4 bytes a slot), keyed by the hash the receive path computed.
+/// A shard's series and pending events.
 pub struct Shard {
-    table: HashTable<u32>,
-    entries: Vec<Entry>,
+    series: SeriesTable<Value>,
     events: Vec<TaggedEvent>,
     config: Arc<AggregationConfig>,
     telemetry: Arc<Telemetry>,
@@ -129,17 +119,11 @@ pub struct Shard {
     interval: u32,
 }
 
-/// The hash of a stored entry, as the receive path computed it for the entry's samples.
-fn entry_hash(entry: &Entry) -> u64 {
-    entry.key.series_hash()
-}
-
 impl Shard {
     /// An empty shard.
     pub fn new(config: Arc<AggregationConfig>, telemetry: Arc<Telemetry>) -> Shard {
         Shard {
-            table: HashTable::new(),
-            entries: Vec::new(),
+            series: SeriesTable::default(),
             events: Vec::new(),
             config,
             telemetry,
@@ -194,6 +178,42 @@ impl Shard {
         }
     }
 
+    /// Moves receive threads' shares of the interval in (see [`super::LocalTable`]), as if
+    /// their samples had been folded here; a share of a series `max_series` refuses is
+    /// dropped, its samples counted.
+    pub fn absorb(&mut self, drained: impl IntoIterator<Item = Drained>) {
+        let now = self.interval;
+        let exact_samples = self.config.distribution.exact_samples;
+        for Drained {
+            key,
+            route_hash,
+            data,
+        } in drained
+        {
+            let Some(at) =
+                self.find_or_insert_with(key.kind(), key.body(), route_hash, || key.clone())
+            else {
+                // The refusal counted one sample.
+                self.telemetry
+                    .refuse_samples(data.samples().saturating_sub(1));
+                continue;
+            };
+            match (&mut self.series.get_mut(at).value, data) {
+                (Value::Counter { sum, stamp }, DrainedData::Counter { sum: share, .. }) => {
+                    *sum += share;
+                    *stamp = now;
+                }
+                (Value::Dist { slot, stamp }, DrainedData::Dist(share)) => {
+                    slot.state
+                        .absorb(share, slot.bins.as_deref(), exact_samples);
+                    *stamp = now;
+                }
+                // A key names its kind, and shares are only kept for these two.
+                _ => {}
+            }
+        }
+    }
+
     /// Folds one sample into the series with key body `body` (see [`super::KeyEncoder`])
     /// and routing hash `hash`, creating the series if new (and `max_series` allows). A set
     /// sample's member is its text.
@@ -202,7 +222,7 @@ impl Shard {
             return;
         };
         let now = self.interval;
-        match &mut self.entries[at].value {
+        match &mut self.series.get_mut(at).value {
             Value::Counter { sum, stamp } => {
                 *stamp = now;
                 *sum += sample.value / sample.rate;
@@ -236,29 +256,34 @@ impl Shard {
 
     /// The position of series `kind` with key body `body`, created if new; None when
     /// `max_series` refuses a new one.
+    #[inline]
     fn find_or_insert(&mut self, kind: MetricKind, body: &[u8], route_hash: u64) -> Option<usize> {
+        self.find_or_insert_with(kind, body, route_hash, || SeriesKey::new(kind, body))
+    }
+
+    /// Like [`Shard::find_or_insert`], a new series taking its key from `new_key`.
+    #[inline]
+    fn find_or_insert_with(
+        &mut self,
+        kind: MetricKind,
+        body: &[u8],
+        route_hash: u64,
+        new_key: impl FnOnce() -> SeriesKey,
+    ) -> Option<usize> {
         let hash = series_hash(route_hash, kind);
-        let entries = &self.entries;
-        let found = self
-            .table
-            .find(hash, |&at| entries[at as usize].key.is(kind, body));
-        if let Some(&at) = found {
-            return Some(at as usize);
+        if let Some(at) = self.series.find(hash, kind, body) {
+            return Some(at);
         }
-        let Ok(at) = u32::try_from(self.entries.len()) else {
+        if u32::try_from(self.series.len()).is_err() {
             self.telemetry.refuse_series();
             return None;
-        };
+        }
         if !self.telemetry.admit_series(self.config.max_series as u64) {
             return None;
         }
-        let key = SeriesKey::new(kind, body);
+        let key = new_key();
         let value = self.new_value(&key);
-        self.entries.push(Entry { key, value });
-        let entries = &self.entries;
-        self.table
-            .insert_unique(hash, at, |&at| entry_hash(&entries[at as usize]));
-        Some(at as usize)
+        self.series.insert(hash, Entry { key, value })
     }
 
     fn new_value(&self, key: &SeriesKey) -> Value {
@@ -280,22 +305,6 @@ impl Shard {
         }
     }
 
-    /// Removes the entry at `at`: the last entry moves into its place.
-    fn remove(&mut self, at: usize) {
-        let hash = entry_hash(&self.entries[at]);
-        if let Ok(slot) = self.table.find_entry(hash, |&i| i as usize == at) {
-            slot.remove();
-        }
-        let last = self.entries.len() - 1;
-        self.entries.swap_remove(at);
-        if at != last {
-            let moved = entry_hash(&self.entries[at]);
-            if let Some(slot) = self.table.find_mut(moved, |&i| i as usize == last) {
-                *slot = at as u32;
-            }
-        }
-    }
-
     /// Ends the interval: hands over every live series' state, drops series idle for
     /// `series_ttl`, and resets the interval state.
     pub fn snapshot(&mut self) -> ShardSnapshot {
@@ -305,18 +314,15 @@ impl Shard {
         let interval_ms = self.config.flush_interval.as_millis().max(1);
         let ttl = self.config.series_ttl.as_millis().div_ceil(interval_ms);
         let ttl = u32::try_from(ttl).unwrap_or(u32::MAX).min(u32::MAX / 2);
-        let mut metrics = Vec::with_capacity(self.entries.len());
+        let mut metrics = Vec::with_capacity(self.series.len());
         let mut expired = 0u64;
         let mut estimated_sets = 0u64;
-        let mut at = 0;
-        while at < self.entries.len() {
-            let entry = &mut self.entries[at];
+        self.series.retain(|entry| {
             let stamp = entry.value.stamp();
             let active = stamp == now;
             if !active && now.wrapping_sub(stamp) >= ttl {
-                self.remove(at);
                 expired += 1;
-                continue;
+                return false;
             }
             let data = match &mut entry.value {
                 Value::Counter { sum, .. } => RawData::Counter {
@@ -341,8 +347,8 @@ impl Shard {
                 key: entry.key.clone(),
                 data,
             });
-            at += 1;
-        }
+            true
+        });
         self.interval = self.interval.wrapping_add(1);
         if expired > 0 {
             self.telemetry.release_series(expired);
@@ -350,13 +356,8 @@ impl Shard {
         if estimated_sets > 0 {
             self.telemetry.estimated_sets(estimated_sets);
         }
-        if self.entries.capacity() > 2 * self.entries.len() + 1024 {
-            // Many series expired: give the memory back.
-            self.entries.shrink_to(self.entries.len() * 5 / 4);
-            let entries = &self.entries;
-            self.table
-                .shrink_to(entries.len(), |&at| entry_hash(&entries[at as usize]));
-        }
+        // Many series expired: give the memory back.
+        self.series.shrink_if_sparse();
         ShardSnapshot {
             metrics,
             events: std::mem::take(&mut self.events),

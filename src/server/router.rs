@@ -7,8 +7,11 @@
 
 use std::sync::Arc;
 
-use crate::aggregate::{Batch, KeyEncoder, MAX_EVENTS, Shard, ShardHandle, TaggedEvent};
-use crate::protocol::{MetricLine, NextLine, ParseError, Parsed, next_line, parse_line};
+use crate::aggregate::{
+    Batch, KeyEncoder, LocalHandle, LocalTable, MAX_EVENTS, Shard, ShardHandle, TaggedEvent,
+    shard_of,
+};
+use crate::protocol::{MetricLine, NextLine, ParseError, Parsed, Sample, next_line, parse_line};
 use crate::telemetry::{LocalCounts, Telemetry};
 
 /// A batch is folded in early, if its shard is free, once it holds this many samples or
@@ -26,6 +29,8 @@ pub struct Router {
     parser: LineParser,
     shards: Vec<ShardHandle>,
     batches: Vec<Batch>,
+    /// The thread's own table for the kinds it keeps (see [`LocalTable`]), if it has one.
+    local: Option<LocalHandle>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -52,8 +57,17 @@ impl Router {
             },
             batches: shards.iter().map(|_| Batch::default()).collect(),
             shards,
+            local: None,
             telemetry,
         }
+    }
+
+    /// Keeps counters and distributions in `local` between flushes; the flusher must drain
+    /// it.
+    #[must_use]
+    pub fn with_local(mut self, local: LocalHandle) -> Router {
+        self.local = Some(local);
+        self
     }
 
     /// Lines longer than `max_line` bytes are dropped and counted as `too_long`.
@@ -67,7 +81,19 @@ impl Router {
         self.parser.counts.packets += 1;
         // One line buffer for the whole packet, its lifetime tied to the packet's.
         let mut parsed: MetricLine<'_> = std::mem::take(&mut self.parser.line).recycle();
-        if let [only] = self.shards.as_slice()
+        if let Some(local) = &self.local
+            && let Some(mut table) = local.try_lock()
+        {
+            // Only a flush draining the table holds it; then everything goes to the shards.
+            let mut split = Split {
+                local: &mut table,
+                rest: Batches {
+                    shards: &self.shards,
+                    batches: &mut self.batches,
+                },
+            };
+            self.parser.packet_into(packet, &mut parsed, &mut split);
+        } else if let [only] = self.shards.as_slice()
             && let Some(mut shard) = only.try_lock()
         {
             let pending = &mut self.batches[0];
@@ -138,15 +164,15 @@ impl Drop for Router {
 trait Target {
     /// Takes the samples of one metric line, whose key body is `body` with routing hash
     /// `hash`.
-    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>);
+    fn metric(&mut self, body: &[u8], hash: u64, samples: &[Sample<'_>]);
 
     /// Takes one event or service check.
     fn event(&mut self, event: TaggedEvent);
 }
 
 impl Target for Shard {
-    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>) {
-        for sample in &line.samples {
+    fn metric(&mut self, body: &[u8], hash: u64, samples: &[Sample<'_>]) {
+        for sample in samples {
             self.fold(body, hash, sample);
         }
     }
@@ -163,10 +189,10 @@ struct Batches<'a> {
 }
 
 impl Target for Batches<'_> {
-    fn metric(&mut self, body: &[u8], hash: u64, line: &MetricLine<'_>) {
+    fn metric(&mut self, body: &[u8], hash: u64, samples: &[Sample<'_>]) {
         let shard = shard_of(hash, self.batches.len());
         let batch = &mut self.batches[shard];
-        batch.push_line(body, hash, &line.samples);
+        batch.push_line(body, hash, samples);
         if batch.samples.len() >= PENDING_SAMPLES || batch.arena.len() >= PENDING_BYTES {
             self.shards[shard].lock().add(batch);
         } else if (batch.samples.len() >= BATCH_SAMPLES || batch.arena.len() >= BATCH_BYTES)
@@ -184,6 +210,27 @@ impl Target for Batches<'_> {
         if batch.events.len() >= MAX_EVENTS {
             self.shards[0].lock().add(batch);
         }
+    }
+}
+
+/// A thread's local table for the kinds it keeps, and its batches for the rest.
+struct Split<'a> {
+    local: &'a mut LocalTable,
+    rest: Batches<'a>,
+}
+
+impl Target for Split<'_> {
+    fn metric(&mut self, body: &[u8], hash: u64, samples: &[Sample<'_>]) {
+        let taken = self.local.add(body, hash, samples);
+        if let Some(rest) = samples.get(taken..)
+            && !rest.is_empty()
+        {
+            self.rest.metric(body, hash, rest);
+        }
+    }
+
+    fn event(&mut self, event: TaggedEvent) {
+        self.rest.event(event);
     }
 }
 
@@ -221,7 +268,7 @@ impl LineParser {
         let (body, hash) = self
             .encoder
             .body(parsed.name, &mut parsed.tags, &mut self.key);
-        target.metric(body, hash, parsed);
+        target.metric(body, hash, &parsed.samples);
     }
 
     /// Hands a parsed line's samples (or event) to `target`, or counts why it was dropped.
@@ -244,11 +291,6 @@ impl LineParser {
             Err(reason) => self.counts.bad_line(reason),
         }
     }
-}
-
-/// Maps a hash onto `n` shards (multiply-shift: uses the hash's high bits).
-fn shard_of(hash: u64, n: usize) -> usize {
-    ((u128::from(hash) * n as u128) >> 64) as usize
 }
 
 #[cfg(test)]

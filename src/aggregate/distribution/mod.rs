@@ -56,7 +56,7 @@ mod reference_tests;
 pub use bins::Bins;
 pub use figures::DistFigures;
 pub use percentile::Percentile;
-pub use state::{DistSnapshot, DistState};
+pub use state::{DistSnapshot, DistState, LocalDist};
 
 /// What the arithmetic needs from the config.
 #[derive(Debug, Clone)]

@@ -37,16 +37,37 @@ impl DistState {
     /// Values arrive validated; should one not be finite it is ignored, and `-0` counts as 0.
     /// A rate outside `(0, 1]` counts as 1.
     pub fn add(&mut self, value: f64, rate: f64, bins: Option<&Bins>, exact_samples: usize) {
-        if !value.is_finite() {
+        let Some((value, rate)) = normalize(value, rate) else {
             return;
-        }
-        let value = value + 0.0; // -0 + 0 is +0
-        let rate = if rate > 0.0 && rate <= 1.0 { rate } else { 1.0 };
+        };
         self.count += 1.0 / rate;
         if let Some(bins) = bins {
             self.count_bin(bins, value);
         }
         self.samples.push(value, exact_samples);
+    }
+
+    /// Moves a receive thread's share of the interval in, as if each of its samples had
+    /// been added here.
+    pub fn absorb(&mut self, share: LocalDist, bins: Option<&Bins>, exact_samples: usize) {
+        let LocalDist { count, values } = share;
+        self.count += count;
+        if let Some(bins) = bins {
+            for &value in &values {
+                self.count_bin(bins, value);
+            }
+        }
+        match &mut self.samples {
+            // The commonest case, the first share of the interval: moved, not copied.
+            Samples::Exact(mine) if mine.is_empty() && values.len() <= exact_samples => {
+                *mine = values;
+            }
+            _ => {
+                for value in values {
+                    self.samples.push(value, exact_samples);
+                }
+            }
+        }
     }
 
     /// True when no sample arrived this interval.
@@ -95,6 +116,46 @@ impl Samples {
                 *self = Samples::Sketch(Box::new(sketch));
             }
         }
+    }
+}
+
+/// A sample as the state keeps it: `None` for a value that is not finite, `-0` as 0, and a
+/// rate outside `(0, 1]` as 1.
+fn normalize(value: f64, rate: f64) -> Option<(f64, f64)> {
+    if !value.is_finite() {
+        return None;
+    }
+    let value = value + 0.0; // -0 + 0 is +0
+    let rate = if rate > 0.0 && rate <= 1.0 { rate } else { 1.0 };
+    Some((value, rate))
+}
+
+/// A receive thread's share of one series' interval, kept apart from the shard between
+/// flushes: Σ 1/rate and the raw values, always exact and at most a cap, moved into the
+/// shard's state at the flush by [`DistState::absorb`] (bins are counted there).
+#[derive(Debug, Default)]
+pub struct LocalDist {
+    count: f64,
+    values: Vec<f64>,
+}
+
+impl LocalDist {
+    /// Records one sample as [`DistState::add`] does; false, and nothing recorded, when the
+    /// share already holds `cap` values.
+    pub fn add(&mut self, value: f64, rate: f64, cap: usize) -> bool {
+        if self.values.len() >= cap {
+            return false;
+        }
+        if let Some((value, rate)) = normalize(value, rate) {
+            self.count += 1.0 / rate;
+            push_bounded(&mut self.values, value, cap);
+        }
+        true
+    }
+
+    /// The values held.
+    pub fn samples(&self) -> usize {
+        self.values.len()
     }
 }
 
