@@ -158,13 +158,20 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
         if !udp_addrs.contains(&addr) {
             udp_addrs.push(addr);
         }
-        for _ in 0..udp_threads {
+        let standby = Arc::new(udp::Standby::default());
+        for i in 0..udp_threads {
             let name = format!("tallyd-udp-{}", receivers.len());
+            let role = if i == 0 {
+                udp::Role::First(standby.clone())
+            } else {
+                udp::Role::Helper(standby.clone())
+            };
             receivers.push(udp::spawn_udp(
                 name,
                 socket.try_clone()?,
                 datagram_router(),
                 stop.clone(),
+                role,
                 server,
             )?);
         }

@@ -710,12 +710,12 @@ fn at_most(value: &toml::Spanned<usize>, key: &str, most: usize) -> Result<usize
     }
 }
 
-/// The shards (and so the receive threads of a lone UDP socket) on `cores` cores: half of
-/// them, rounded up. A StatsD agent shares its host with the applications that send to
-/// it. On the 2-core benchmark machine, with the load generator on the same host, one
-/// receive thread and one shard counted 23-24 M packed lines/s flat out, and two of each
-/// 18-21 M: the second thread's share of both cores cost more (shard state and locks
-/// passing between the cores, lines batched for the other shard) than it brought.
+/// The shards on `cores` cores: half of them, rounded up. A StatsD agent shares its host
+/// with the applications that send to it. On the 2-core benchmark machine, with the load
+/// generator on the same host, one shard counted 23-24 M packed lines/s flat out and two
+/// 18-21 M: the shard state and locks passed between the cores. Receive threads, which
+/// keep counters and distributions in tables of their own, scale past the shard count
+/// (see [`ServerConfig::udp_threads`]).
 fn auto_shards(cores: usize) -> usize {
     cores.div_ceil(2).max(1)
 }
@@ -984,6 +984,21 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn automatic_receive_threads_are_one_per_shard_and_two_from_two_cores() {
+        let auto = parse("").expect("valid").server;
+        // (shards, cores) -> threads per socket
+        let threads: Vec<usize> = [(1, 1), (1, 2), (2, 4), (8, 16), (3, 2)]
+            .into_iter()
+            .map(|(shards, cores)| auto.udp_threads(shards, cores))
+            .collect();
+        assert_eq!(threads, [1, 2, 2, 8, 3]);
+        let reuse = parse("[server]\nudp_sockets_per_address = 4\n").expect("valid");
+        assert_eq!(reuse.server.udp_threads(2, 4), 1, "one per socket");
+        let explicit = parse("[server]\nudp_threads_per_socket = 3\n").expect("valid");
+        assert_eq!(explicit.server.udp_threads(1, 1), 3);
     }
 
     #[test]

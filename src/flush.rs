@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::aggregate::distribution::{DistFigures, DistributionConfig};
-use crate::aggregate::{Drained, LocalHandle, RawData, RawMetric, ShardHandle, ShardSnapshot};
+use crate::aggregate::{LocalHandle, RawData, RawMetric, ShardHandle, ShardSnapshot};
 use crate::alert::Alerter;
 use crate::backend::BackendHandle;
 use crate::config::Config;
@@ -170,22 +170,17 @@ impl Flusher {
     }
 
     /// Ends the interval: moves the local tables' shares into the shards, then takes each
-    /// shard's snapshot. A local table is held only while it is drained, a shard while it
-    /// takes the shares in and hands its state over.
+    /// shard's snapshot. Each local table is held, with every shard, only while it is
+    /// drained; its receive thread meanwhile sends its lines to the shards' batches.
     fn collect(&self) -> Vec<ShardSnapshot> {
-        let mut shares: Vec<Vec<Drained>> = self.shards.iter().map(|_| Vec::new()).collect();
         for local in &self.locals {
-            local.lock().drain(&mut shares);
+            // The same order as a receive thread's: its table, then a shard.
+            let mut local = local.lock_first();
+            let mut shards: Vec<_> = self.shards.iter().map(ShardHandle::lock_first).collect();
+            local.drain(&mut shards);
         }
-        self.shards
-            .iter()
-            .zip(shares)
-            .map(|(shard, shares)| {
-                let mut shard = shard.lock();
-                shard.absorb(shares);
-                shard.snapshot()
-            })
-            .collect()
+        self.telemetry.clear_local_series();
+        self.shards.iter().map(ShardHandle::snapshot).collect()
     }
 
     fn build(&self, snapshots: Vec<ShardSnapshot>) -> Record {

@@ -24,6 +24,9 @@ pub struct Telemetry {
     notifier_errors: AtomicU64,
     /// Live series across all shards; shards use it to enforce `max_series`.
     series: AtomicU64,
+    /// Series the receive threads' local tables took in this interval, not yet in a shard:
+    /// with `series` they stay under `max_series`.
+    local_series: AtomicU64,
     /// Lines received since start, never reset: lets tests and tools wait for delivery.
     lines_total: AtomicU64,
     /// Records dropped since start, never reset: lets tests wait for a backend's drops.
@@ -125,6 +128,20 @@ impl Telemetry {
     /// Counts `n` samples of a new series that was not admitted.
     pub fn refuse_samples(&self, n: u64) {
         self.dropped_series.fetch_add(n, Relaxed);
+    }
+
+    /// Reserves room for one series new to a receive thread's local table: true while the
+    /// shards' series and the local tables' new ones together stay under `max`.
+    pub fn reserve_local_series(&self, max: u64) -> bool {
+        let series = self.series();
+        self.local_series
+            .fetch_update(Relaxed, Relaxed, |n| (series + n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// The local tables were moved into the shards: their reservations are spent.
+    pub fn clear_local_series(&self) {
+        self.local_series.store(0, Relaxed);
     }
 
     /// The live series right now, over all shards.

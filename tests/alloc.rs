@@ -190,11 +190,8 @@ fn allocations_per_line(case: &Case, per_cycle: usize, shards: usize, local: boo
     assert_eq!(internal.dropped_lines, 0, "{}", case.name);
     if let Some(local) = &local {
         // As the flusher does: the local table's shares into the shards.
-        let mut shares: Vec<Vec<_>> = handles.iter().map(|_| Vec::new()).collect();
-        local.lock().drain(&mut shares);
-        for (handle, shares) in handles.iter().zip(shares) {
-            handle.lock().absorb(shares);
-        }
+        let mut shards: Vec<_> = handles.iter().map(|h| h.lock()).collect();
+        local.lock().drain(&mut shards);
     }
     let series: usize = handles.iter().map(|h| h.snapshot().metrics.len()).sum();
     assert_eq!(series, case.series, "{}", case.name);

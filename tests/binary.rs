@@ -86,16 +86,23 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn sigterm_straight_after_a_burst_loses_nothing() {
-    // Two shards (two receive threads, samples batched per shard), and one shard that lines
-    // are folded straight into.
-    for shards in [2, 1] {
-        burst_then_sigterm(shards);
+    // Two shards with two receive threads, one shard with two (counters in each thread's
+    // local table until the final flush, the rest batched), and one shard and one thread
+    // (folded straight into the shard).
+    for (shards, threads) in [(2, 2), (1, 2), (1, 1)] {
+        burst_then_sigterm(shards, threads);
     }
 }
 
-fn burst_then_sigterm(shards: usize) {
+fn burst_then_sigterm(shards: usize, threads: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, out) = file_config(dir.path(), 4_194_304, &format!("shards = {shards}"));
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "[server]\n",
+        &format!("[server]\nudp_threads_per_socket = {threads}\n"),
+    );
+    std::fs::write(&config, text).expect("config");
     let (mut agent, addr) = spawn_agent(&config);
 
     let socket = UdpSocket::bind("127.0.0.1:0").expect("client");

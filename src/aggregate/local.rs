@@ -6,15 +6,16 @@
 //! both threads a cache miss on every lock and series they share.
 //!
 //! The shards still own every series: at each flush the flusher drains every local table
-//! ([`LocalTable::drain`]) and moves the shares into the shards ([`super::Shard::absorb`])
-//! before it takes their snapshots, so `max_series`, the live series count, idle emission
-//! and expiry work as if the samples had gone straight to the shard. Gauges (whose deltas
-//! and absolute values do not merge) and sets go to the shards as before.
+//! into the shards ([`LocalTable::drain`], [`super::Shard::absorb`]) before it takes their
+//! snapshots, so the live series count, idle emission and expiry work as if the samples had
+//! gone straight to the shard. New series in the local tables and in the shards stay under
+//! `max_series` together ([`Telemetry::reserve_local_series`]). Gauges (whose deltas and
+//! absolute values do not merge) and sets go to the shards as before.
 
 use super::distribution::LocalDist;
 use super::key::{SeriesKey, route_hash, series_hash};
-use super::shard_of;
 use super::table::{Entry, SeriesTable};
+use super::{Shard, shard_of};
 use std::sync::Arc;
 
 use crate::config::AggregationConfig;
@@ -38,14 +39,6 @@ impl Share {
 }
 
 /// One series' share as the flusher moves it into its shard.
-#[derive(Debug)]
-pub struct Drained {
-    pub key: SeriesKey,
-    pub route_hash: u64,
-    pub data: DrainedData,
-}
-
-/// What a [`Drained`] share carries.
 #[derive(Debug)]
 pub enum DrainedData {
     Counter { sum: f64, samples: u32 },
@@ -131,10 +124,9 @@ impl LocalTable {
         if let Some(at) = self.series.find(hash, kind, body) {
             return Some(at);
         }
-        // Past `max_series` here, or in the shards (which refuse new series then), the
-        // samples go to the shards, which count them as dropped or fold them in.
-        if self.series.len() >= self.max_series || self.telemetry.series() >= self.max_series as u64
-        {
+        // Past `max_series` (the shards' series and the local tables' new ones together),
+        // the samples go to the shards, which fold them in or count them as dropped.
+        if !self.telemetry.reserve_local_series(self.max_series as u64) {
             return None;
         }
         let stamp = self.interval;
@@ -153,9 +145,11 @@ impl LocalTable {
         self.series.insert(hash, Entry { key, value })
     }
 
-    /// Ends the interval: hands every share that received a sample to `out`, one vector per
-    /// shard (at least one), and forgets the series that received none (the shard keeps them).
-    pub fn drain(&mut self, out: &mut [Vec<Drained>]) {
+    /// Ends the interval: moves every share that received a sample into its shard (each
+    /// series' shard by its routing hash; `shards` holds them all, in order), and forgets
+    /// the series that received none (the shards keep them). Afterwards, call
+    /// [`Telemetry::clear_local_series`] once every table is drained.
+    pub fn drain<S: std::ops::DerefMut<Target = Shard>>(&mut self, shards: &mut [S]) {
         let now = self.interval;
         self.interval = now.wrapping_add(1);
         self.series.retain(|entry| {
@@ -170,11 +164,8 @@ impl LocalTable {
                 Share::Dist { share, .. } => DrainedData::Dist(std::mem::take(&mut **share)),
             };
             let route_hash = route_hash(entry.key.body());
-            out[shard_of(route_hash, out.len())].push(Drained {
-                key: entry.key.clone(),
-                route_hash,
-                data,
-            });
+            let count = shards.len();
+            shards[shard_of(route_hash, count)].absorb(&entry.key, route_hash, data);
             true
         });
         self.series.shrink_if_sparse();
@@ -235,11 +226,12 @@ mod tests {
 
     /// Drains `locals` into `shard` and takes its snapshot, as the flusher does.
     fn flush(shard: &mut Shard, locals: &mut [&mut LocalTable]) -> ShardSnapshot {
-        let mut shares = vec![Vec::new()];
-        for local in locals {
-            local.drain(&mut shares);
+        for local in locals.iter_mut() {
+            local.drain(&mut [&mut *shard]);
         }
-        shard.absorb(shares.pop().expect("one shard"));
+        if let Some(local) = locals.first() {
+            local.telemetry.clear_local_series();
+        }
         shard.snapshot()
     }
 
@@ -341,7 +333,10 @@ mod tests {
                 // ones match on the figures the sketch keeps exactly.
                 let keep = |text: &str| -> Vec<String> {
                     text.split(' ')
-                        .filter(|f| ["count=", "lower=", "upper="].iter().any(|p| f.starts_with(p)) || !f.contains('='))
+                        .filter(|f| {
+                            let exact = ["count=", "count_ps=", "lower=", "upper=", "sum=", "sum_squares=", "mean="];
+                            exact.iter().any(|p| f.starts_with(p)) || !f.contains('=')
+                        })
                         .map(String::from)
                         .collect()
                 };
@@ -392,6 +387,58 @@ mod tests {
     }
 
     #[test]
+    fn new_series_in_every_local_table_and_the_shards_stay_under_max_series() {
+        let config = config(|c| c.max_series = 10);
+        let telemetry = Arc::new(Telemetry::default());
+        let mut shard = Shard::new(config.clone(), telemetry.clone());
+        let (a, a_hash) = key("in-the-shard");
+        shard.fold(&a, a_hash, &sample(MetricKind::Counter, 1.0, 1.0));
+        let mut locals = [
+            LocalTable::new(&config, telemetry.clone()),
+            LocalTable::new(&config, telemetry.clone()),
+        ];
+        let one = [sample(MetricKind::Counter, 1.0, 1.0)];
+        let mut taken = 0;
+        for i in 0..20 {
+            let (body, hash) = key(&format!("s{i}"));
+            taken += locals[i % 2].add(&body, hash, &one);
+        }
+        assert_eq!(taken, 9, "one place is the shard's");
+        assert_eq!(locals[0].len() + locals[1].len(), 9);
+        let [x, y] = &mut locals;
+        let got = figures(flush(&mut shard, &mut [x, y]), &config);
+        assert_eq!(got.len(), 10);
+        assert_eq!(telemetry.take_interval().dropped_series, 0);
+        // Known series still go to the local tables once the shards are full.
+        let (body, hash) = key("s0");
+        assert_eq!(locals[0].add(&body, hash, &one), 1);
+    }
+
+    #[test]
+    fn histogram_bins_count_the_values_of_every_share() {
+        let toml =
+            "[aggregation]\n[[aggregation.histograms]]\nmetric = \"lat\"\nbins = [10, 100]\n";
+        let parsed = Config::from_toml(toml, std::path::Path::new("t.toml")).expect("valid");
+        let config = Arc::new(parsed.aggregation);
+        let telemetry = Arc::new(Telemetry::default());
+        let mut shard = Shard::new(config.clone(), telemetry.clone());
+        let mut local = LocalTable::new(&config, telemetry);
+        let (body, hash) = key("lat");
+        shard.fold(&body, hash, &sample(MetricKind::Timer, 5.0, 1.0));
+        let shares = [
+            sample(MetricKind::Timer, 50.0, 1.0),
+            sample(MetricKind::Timer, 500.0, 0.5),
+            sample(MetricKind::Timer, 7.0, 1.0),
+        ];
+        assert_eq!(local.add(&body, hash, &shares), 3);
+        let got = figures(flush(&mut shard, &mut [&mut local]), &config);
+        let text = &got[0].1;
+        for want in [" count=5 ", " bin_10=2 ", " bin_100=1 ", " bin_inf=1"] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+    }
+
+    #[test]
     fn gauges_and_sets_are_left_to_the_shard() {
         let config = config(|_| {});
         let mut local = LocalTable::new(&config, Arc::new(Telemetry::default()));
@@ -414,10 +461,9 @@ mod tests {
             0,
             "full until the flush"
         );
-        let mut shares = vec![Vec::new()];
-        local.drain(&mut shares);
-        assert_eq!(shares[0].len(), 1);
-        assert_eq!(shares[0][0].data.samples(), 3);
+        let mut shard = Shard::new(config.clone(), local.telemetry.clone());
+        let got = figures(flush(&mut shard, &mut [&mut local]), &config);
+        assert!(got[0].1.contains(" count=3 "), "{got:?}");
         assert_eq!(local.add(&body, hash, &five), 3, "room again");
     }
 }

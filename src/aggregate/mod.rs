@@ -13,11 +13,12 @@ mod members;
 mod shard;
 mod table;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 pub use batch::{Batch, BatchSample, TaggedEvent};
 pub use key::{KeyEncoder, SeriesKey};
-pub use local::{Drained, LocalTable};
+pub use local::{DrainedData, LocalTable};
 pub use shard::{MAX_EVENTS, RawData, RawMetric, Shard, ShardSnapshot};
 
 use crate::config::AggregationConfig;
@@ -25,7 +26,14 @@ use crate::telemetry::Telemetry;
 
 /// State that receive threads and the flusher share: a shard, or a receive thread's local
 /// table.
-pub struct Shared<T>(Arc<Mutex<T>>);
+pub struct Shared<T>(Arc<SharedInner<T>>);
+
+struct SharedInner<T> {
+    state: Mutex<T>,
+    /// Set while the flusher waits for the lock: receive threads, which only ever try it,
+    /// leave it alone meanwhile, so they cannot keep the flusher out between datagrams.
+    wanted: AtomicBool,
+}
 
 /// One shard as the receive threads and the flusher share it.
 pub type ShardHandle = Shared<Shard>;
@@ -42,20 +50,35 @@ impl<T> Clone for Shared<T> {
 impl<T> Shared<T> {
     /// Shares `state`.
     pub fn new(state: T) -> Shared<T> {
-        Shared(Arc::new(Mutex::new(state)))
+        Shared(Arc::new(SharedInner {
+            state: Mutex::new(state),
+            wanted: AtomicBool::new(false),
+        }))
     }
 
     /// The state, waiting while another thread holds it.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         // The state stays consistent across a panic elsewhere (none is expected).
         self.0
+            .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The state if no other thread holds it.
+    /// The state, waiting for it ahead of [`Shared::try_lock`] callers: the flusher's way in.
+    pub fn lock_first(&self) -> MutexGuard<'_, T> {
+        self.0.wanted.store(true, Ordering::Relaxed);
+        let guard = self.lock();
+        self.0.wanted.store(false, Ordering::Relaxed);
+        guard
+    }
+
+    /// The state if no other thread holds it or waits in [`Shared::lock_first`].
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        match self.0.try_lock() {
+        if self.0.wanted.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.0.state.try_lock() {
             Ok(state) => Some(state),
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
             Err(TryLockError::WouldBlock) => None,
@@ -64,9 +87,10 @@ impl<T> Shared<T> {
 }
 
 impl Shared<Shard> {
-    /// Ends the shard's interval and takes its snapshot.
+    /// Ends the shard's interval and takes its snapshot. Shares waiting in receive threads'
+    /// local tables are not in it: the flusher moves those in first.
     pub fn snapshot(&self) -> ShardSnapshot {
-        self.lock().snapshot()
+        self.lock_first().snapshot()
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::batch::{Batch, TaggedEvent};
 use super::distribution::{Bins, DistSnapshot, DistState};
 use super::key::{SeriesKey, series_hash};
-use super::local::{Drained, DrainedData};
+use super::local::DrainedData;
 use super::members::Members;
 use super::table::{Entry, SeriesTable};
 use crate::config::AggregationConfig;
@@ -178,39 +178,31 @@ impl Shard {
         }
     }
 
-    /// Moves receive threads' shares of the interval in (see [`super::LocalTable`]), as if
-    /// their samples had been folded here; a share of a series `max_series` refuses is
-    /// dropped, its samples counted.
-    pub fn absorb(&mut self, drained: impl IntoIterator<Item = Drained>) {
+    /// Moves a receive thread's share of series `key` (routing hash `route_hash`) in, as if
+    /// its samples had been folded here (see [`super::LocalTable`]); a share of a series
+    /// `max_series` refuses is dropped, its samples counted.
+    pub fn absorb(&mut self, key: &SeriesKey, route_hash: u64, data: DrainedData) {
+        let Some(at) = self.find_or_insert_with(key.kind(), key.body(), route_hash, || key.clone())
+        else {
+            // The refusal counted one sample.
+            self.telemetry
+                .refuse_samples(data.samples().saturating_sub(1));
+            return;
+        };
         let now = self.interval;
-        let exact_samples = self.config.distribution.exact_samples;
-        for Drained {
-            key,
-            route_hash,
-            data,
-        } in drained
-        {
-            let Some(at) =
-                self.find_or_insert_with(key.kind(), key.body(), route_hash, || key.clone())
-            else {
-                // The refusal counted one sample.
-                self.telemetry
-                    .refuse_samples(data.samples().saturating_sub(1));
-                continue;
-            };
-            match (&mut self.series.get_mut(at).value, data) {
-                (Value::Counter { sum, stamp }, DrainedData::Counter { sum: share, .. }) => {
-                    *sum += share;
-                    *stamp = now;
-                }
-                (Value::Dist { slot, stamp }, DrainedData::Dist(share)) => {
-                    slot.state
-                        .absorb(share, slot.bins.as_deref(), exact_samples);
-                    *stamp = now;
-                }
-                // A key names its kind, and shares are only kept for these two.
-                _ => {}
+        match (&mut self.series.get_mut(at).value, data) {
+            (Value::Counter { sum, stamp }, DrainedData::Counter { sum: share, .. }) => {
+                *sum += share;
+                *stamp = now;
             }
+            (Value::Dist { slot, stamp }, DrainedData::Dist(share)) => {
+                let exact_samples = self.config.distribution.exact_samples;
+                slot.state
+                    .absorb(share, slot.bins.as_deref(), exact_samples);
+                *stamp = now;
+            }
+            // A key names its kind, and shares are only kept for these two.
+            _ => {}
         }
     }
 

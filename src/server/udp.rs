@@ -1,13 +1,15 @@
 //! UDP listeners: blocking threads, `udp_threads_per_socket` of them per socket, each
 //! receiving up to `udp_batch` datagrams per system call (`recvmmsg`) and folding them into
-//! the shards itself; optionally several `SO_REUSEPORT` sockets per address. On stop each
-//! thread drains what the kernel already holds before it exits.
+//! the shards itself; optionally several `SO_REUSEPORT` sockets per address. A socket's
+//! threads past the first stand by while it is light ([`Standby`]), so a lightly loaded
+//! agent wakes one thread, not all. On stop each thread drains what the kernel already
+//! holds before it exits.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -151,7 +153,59 @@ fn force_recv_buffer(socket: &Socket, bytes: usize) -> bool {
     result == 0
 }
 
-/// Starts the receive thread of one socket.
+/// Where one socket's receive threads past the first wait while the socket is light. The
+/// first thread wakes them when a receive fills its whole batch; each goes back to waiting
+/// when a receive of its own brings less than a quarter batch.
+#[derive(Debug, Default)]
+pub struct Standby {
+    active: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Standby {
+    /// The socket is busy: wakes the waiting threads (a lock only when they wait).
+    fn wake(&self) {
+        if !self.active.load(Ordering::Relaxed) {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.active.store(true, Ordering::Relaxed);
+            self.wake.notify_all();
+        }
+    }
+
+    /// True while the threads past the first should receive.
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The socket is light: the threads past the first wait again.
+    fn rest(&self) {
+        self.active.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits up to `timeout` for [`Standby::wake`] unless already active; true when active.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_active() {
+            let _ = self
+                .wake
+                .wait_timeout(guard, timeout)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        self.is_active()
+    }
+}
+
+/// A receive thread's place among its socket's threads.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Always receives, and wakes the others when the socket is busy.
+    First(Arc<Standby>),
+    /// Receives only while the socket is busy.
+    Helper(Arc<Standby>),
+}
+
+/// Starts one receive thread of one socket.
 ///
 /// # Errors
 /// When the thread cannot be spawned.
@@ -160,6 +214,7 @@ pub fn spawn_udp(
     socket: UdpSocket,
     router: Router,
     stop: Arc<AtomicBool>,
+    role: Role,
     config: &ServerConfig,
 ) -> io::Result<JoinHandle<()>> {
     let batch = config.udp_batch;
@@ -168,7 +223,7 @@ pub fn spawn_udp(
     let pacer = Pacer::new(batch, config.udp_coalesce.min(safe_wait(buffer)));
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(socket, router, stop, pacer, size))
+        .spawn(move || run(socket, router, stop, pacer, role, size))
 }
 
 /// The datagram rate a wait must survive: a burst this fast may start while the listener
@@ -226,6 +281,7 @@ fn run(
     mut router: Router,
     stop: Arc<AtomicBool>,
     mut pacer: Pacer,
+    role: Role,
     size: usize,
 ) {
     let mut receiver = MultiRecv::new(pacer.batch, size);
@@ -239,6 +295,15 @@ fn run(
             if Instant::now() >= deadline {
                 return;
             }
+        }
+        if let Role::Helper(standby) = &role
+            && !stopping
+            && !standby.is_active()
+        {
+            // Light: whatever waited for a busy shard goes in, then wait to be woken.
+            router.flush();
+            standby.wait(POLL);
+            continue;
         }
         // While running, block for the first datagram (up to POLL); once stopping, take only
         // what is already queued.
@@ -255,6 +320,14 @@ fn run(
                 }
                 // A busy shard's samples wait for the next cycle rather than stall this one.
                 router.try_flush();
+                match &role {
+                    Role::First(standby) if n >= pacer.batch => standby.wake(),
+                    Role::Helper(standby) if n * LIGHT_FRACTION < pacer.batch => {
+                        standby.rest();
+                        continue;
+                    }
+                    _ => {}
+                }
                 let wait = pacer.after(n);
                 if !wait.is_zero() && !stopping {
                     std::thread::sleep(wait);
@@ -387,6 +460,22 @@ impl MultiRecv {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn helper_threads_wait_until_the_first_thread_wakes_them() {
+        let standby = Arc::new(Standby::default());
+        assert!(!standby.wait(Duration::from_millis(1)), "light until woken");
+        let waiter = {
+            let standby = standby.clone();
+            std::thread::spawn(move || standby.wait(Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        standby.wake();
+        assert!(waiter.join().expect("waiter ends"), "woken, not timed out");
+        assert!(standby.wait(Duration::from_secs(10)), "stays active");
+        standby.rest();
+        assert!(!standby.is_active());
+    }
+
     use super::*;
 
     #[test]
