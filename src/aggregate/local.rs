@@ -30,6 +30,9 @@ enum Share {
     Dist { share: Box<LocalDist>, stamp: u32 },
 }
 
+// One series' share: 32 bytes besides its key's bytes (the README says so).
+const _: () = assert!(std::mem::size_of::<Entry<Share>>() == 32);
+
 impl Share {
     fn stamp(&self) -> u32 {
         match self {
