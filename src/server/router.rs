@@ -1,9 +1,11 @@
 //! The receive path's per-thread state: parses the lines of each packet, works out each
 //! metric line's series key body and hash once, and folds the samples into the shard that
 //! owns the series. With a single shard that is free, lines are folded straight in under
-//! one lock per packet. Otherwise samples wait in a batch per shard, folded in at the end of
-//! the receive cycle (or once large) when that shard's lock is free; a batch grown past
-//! [`PENDING_SAMPLES`] or [`PENDING_BYTES`] waits for the lock, which bounds its memory.
+//! one lock per packet. With a local table (several datagram threads or shards), counters
+//! and distributions go into it, and the flusher moves them into the shards. Otherwise
+//! samples wait in a batch per shard, folded in at the end of the receive cycle (or once
+//! large) when that shard's lock is free; a batch grown past [`PENDING_SAMPLES`] or
+//! [`PENDING_BYTES`] waits for the lock, which bounds its memory.
 
 use std::sync::Arc;
 
@@ -123,8 +125,8 @@ impl Router {
         self.parser.counts.dropped_lines += n;
     }
 
-    /// Folds every waiting sample in, waiting for busy shards, and hands the counts to the
-    /// shared telemetry. Call at the end of each read of a stream or datagram socket, and
+    /// Folds every sample waiting in a batch in, waiting for busy shards, and hands the
+    /// counts to the shared telemetry (a local table's shares wait for the flusher). Call at the end of each read of a stream or datagram socket, and
     /// whenever a receive loop goes idle.
     pub fn flush(&mut self) {
         for (shard, batch) in self.shards.iter().zip(&mut self.batches) {
@@ -160,7 +162,8 @@ impl Drop for Router {
     }
 }
 
-/// Where a parsed line's samples go: folded into the only shard, or batched per shard.
+/// Where a parsed line's samples go: folded into the only shard, into a local table, or
+/// batched per shard.
 trait Target {
     /// Takes the samples of one metric line, whose key body is `body` with routing hash
     /// `hash`.
