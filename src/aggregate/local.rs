@@ -175,12 +175,14 @@ impl LocalTable {
     }
 
     /// The series held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.series.len()
     }
 
     /// True when no series is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.series.len() == 0
     }
 }

@@ -126,8 +126,9 @@ impl Router {
     }
 
     /// Folds every sample waiting in a batch in, waiting for busy shards, and hands the
-    /// counts to the shared telemetry (a local table's shares wait for the flusher). Call at the end of each read of a stream or datagram socket, and
-    /// whenever a receive loop goes idle.
+    /// counts to the shared telemetry (a local table's shares wait for the flusher). Call at
+    /// the end of each read of a stream or datagram socket, and whenever a receive loop goes
+    /// idle.
     pub fn flush(&mut self) {
         for (shard, batch) in self.shards.iter().zip(&mut self.batches) {
             if !batch.is_empty() {
