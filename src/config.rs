@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aggregate::distribution::{Bins, DistributionConfig, Percentile};
+use crate::aggregate::distribution::{Bins, DistributionConfig, Observe, Percentile};
+use crate::protocol::MetricKind;
 use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
 use crate::glob::Glob;
 
@@ -118,9 +119,18 @@ pub struct AggregationConfig {
     /// Sorted by key, keys unique.
     pub global_tags: Vec<(String, String)>,
     pub histograms: Vec<HistogramRule>,
+    /// What Prometheus-style outputs need observed per series; `None` when none is on.
+    pub export: Option<Arc<crate::export::ExportPlan>>,
 }
 
 impl AggregationConfig {
+    /// What the export plan observes for a new series (`None` without a plan or for
+    /// counters, gauges and sets).
+    pub fn observe_for(&self, name: &str, kind: MetricKind) -> Option<Arc<Observe>> {
+        let plan = self.export.as_ref()?;
+        plan.observe_for(name, kind, self.bins_for(name).map(|b| &**b))
+    }
+
     /// The bins of the first histogram rule whose pattern matches `name`.
     pub fn bins_for(&self, name: &str) -> Option<&Arc<Bins>> {
         self.histograms
@@ -842,6 +852,7 @@ impl RawAggregation {
             exact_set_members: at_least_one(&self.exact_set_members, "exact_set_members")?,
             global_tags,
             histograms,
+            export: None,
         })
     }
 }

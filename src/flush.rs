@@ -211,6 +211,7 @@ impl Flusher {
             metrics,
             events,
             alerts: Vec::new(),
+            firing: Vec::new(),
             internal: Default::default(),
             distribution: self.distribution.clone(),
         }
@@ -225,14 +226,19 @@ impl Flusher {
                 active,
             },
             RawData::Dist(dist) => {
-                let (snapshot, bins) = *dist;
+                let (snapshot, bins, observe) = *dist;
                 Figures::Dist {
-                    figures: Box::new(snapshot.figures(&self.distribution, bins, interval_s)),
+                    figures: Box::new(snapshot.figures(
+                        &self.distribution,
+                        bins,
+                        observe.as_ref(),
+                        interval_s,
+                    )),
                     active: true,
                 }
             }
-            RawData::DistIdle => Figures::Dist {
-                figures: Box::new(DistFigures::idle()),
+            RawData::DistIdle(observe) => Figures::Dist {
+                figures: Box::new(DistFigures::idle_observed(observe.as_ref())),
                 active: false,
             },
         };

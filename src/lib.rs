@@ -19,6 +19,7 @@ pub mod alert;
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod export;
 pub mod flush;
 pub mod glob;
 pub mod http;

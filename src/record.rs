@@ -23,6 +23,9 @@ pub struct Record {
     pub metrics: Vec<Metric>,
     pub events: Vec<TaggedEvent>,
     pub alerts: Vec<AlertEvent>,
+    /// The (rule, series) pairs firing after this flush, as `firing` alert objects (for the
+    /// API and `tallyd_alerts_firing`; not part of the record's JSON).
+    pub firing: Vec<AlertEvent>,
     pub internal: Internal,
     /// Names the percentile figures of timers, histograms and distributions.
     pub distribution: Arc<DistributionConfig>,

@@ -254,7 +254,7 @@ mod tests {
                     RawData::Dist(dist) => {
                         let (snapshot, bins) = *dist;
                         let mut text = String::from("dist");
-                        snapshot.figures(&config.distribution, bins, 1.0).for_each(
+                        snapshot.figures(&config.distribution, bins, None, 1.0).for_each(
                             &config.distribution,
                             |name, value| {
                                 text.push_str(&format!(" {name}={value}"));

@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use super::batch::{Batch, TaggedEvent};
-use super::distribution::{Bins, DistSnapshot, DistState};
+use super::distribution::{Bins, DistSnapshot, DistState, Observe};
 use super::key::{SeriesKey, series_hash};
 use super::local::DrainedData;
 use super::members::Members;
@@ -49,9 +49,9 @@ pub enum RawData {
         active: bool,
     },
     /// An active timer, histogram or distribution.
-    Dist(Box<(DistSnapshot, Option<Arc<Bins>>)>),
-    /// One without samples this interval.
-    DistIdle,
+    Dist(Box<(DistSnapshot, Option<Arc<Bins>>, Option<Arc<Observe>>)>),
+    /// One without samples this interval, with what its export plan observes.
+    DistIdle(Option<Arc<Observe>>),
 }
 
 impl RawMetric {
@@ -62,7 +62,7 @@ impl RawMetric {
             | RawData::Gauge { active, .. }
             | RawData::Set { active, .. } => active,
             RawData::Dist(_) => true,
-            RawData::DistIdle => false,
+            RawData::DistIdle(_) => false,
         }
     }
 }
@@ -97,6 +97,8 @@ impl Value {
 struct DistSlot {
     state: DistState,
     bins: Option<Arc<Bins>>,
+    /// What Prometheus-style outputs need of it beyond the figures (`le` buckets, quantiles).
+    observe: Option<Arc<Observe>>,
 }
 
 // One series: 24 bytes besides its key's bytes.
@@ -291,6 +293,7 @@ impl Shard {
                 slot: Box::new(DistSlot {
                     state: DistState::default(),
                     bins: self.config.bins_for(key.name()).cloned(),
+                    observe: self.config.observe_for(key.name(), key.kind()),
                 }),
                 stamp,
             },
@@ -331,9 +334,13 @@ impl Shard {
                     RawData::Set { count, active }
                 }
                 Value::Dist { slot, .. } if active => {
-                    RawData::Dist(Box::new((slot.state.take(), slot.bins.clone())))
+                    RawData::Dist(Box::new((
+                        slot.state.take(),
+                        slot.bins.clone(),
+                        slot.observe.clone(),
+                    )))
                 }
-                Value::Dist { .. } => RawData::DistIdle,
+                Value::Dist { slot, .. } => RawData::DistIdle(slot.observe.clone()),
             };
             metrics.push(RawMetric {
                 key: entry.key.clone(),
@@ -410,7 +417,7 @@ mod tests {
                     RawData::Gauge { value, .. } => format!("gauge {value}"),
                     RawData::Set { count, .. } => format!("set {count}"),
                     RawData::Dist(..) => "dist".to_string(),
-                    RawData::DistIdle => "dist idle".to_string(),
+                    RawData::DistIdle(_) => "dist idle".to_string(),
                 };
                 (m.key.name().to_string(), m.key.kind(), m.active(), data)
             })
