@@ -11,9 +11,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::aggregate::distribution::{Bins, DistributionConfig, Observe, Percentile};
-use crate::protocol::MetricKind;
 use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
+use crate::api::{ApiConfig, RawApiConfig};
+use crate::export::{ExportPlan, PrometheusConfig, RawPrometheusConfig};
 use crate::glob::Glob;
+use crate::protocol::MetricKind;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +46,14 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
     /// Webhook notifiers that alert rules name in `notify`.
     pub notifiers: Vec<NotifierConfig>,
+    /// The HTTP API (`[api]`).
+    pub api: ApiConfig,
+    /// Prometheus names, mapping and timer type (`[prometheus]`).
+    pub prometheus: PrometheusConfig,
 }
 
 /// A webhook notifier: each alert event is POSTed to `url`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NotifierConfig {
     pub name: String,
     pub url: String,
@@ -71,7 +77,7 @@ pub enum WebhookFormat {
 }
 
 /// Listeners and the receive path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
@@ -148,7 +154,7 @@ pub struct HistogramRule {
 }
 
 /// One configured backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     Console { json: bool },
     JsonFile(JsonFileConfig),
@@ -167,7 +173,7 @@ impl BackendConfig {
 }
 
 /// The JSON Lines file backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JsonFileConfig {
     pub path: PathBuf,
     pub max_bytes: u64,
@@ -175,7 +181,7 @@ pub struct JsonFileConfig {
 }
 
 /// The HTTP push backend.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct HttpConfig {
     /// An http:// or https:// URL.
     pub url: String,
@@ -215,7 +221,7 @@ impl Default for Config {
     /// The built-in defaults: UDP 127.0.0.1:8125, 10 s flush, console backend.
     fn default() -> Config {
         let raw: RawConfig = toml::from_str("").unwrap_or_else(|e| unreachable!("{e}"));
-        raw.validate()
+        raw.validate(None)
             .unwrap_or_else(|e| unreachable!("defaults are valid: {}", e.message))
     }
 }
@@ -249,7 +255,7 @@ impl Config {
         };
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
-        raw.validate().map_err(|e| {
+        raw.validate(path.parent()).map_err(|e| {
             let span = e.span.or_else(|| key_span(text, &e.key));
             invalid(span, e.message)
         })
@@ -348,6 +354,10 @@ struct RawConfig {
     alerts: Vec<RawAlert>,
     #[serde(default)]
     notifiers: Vec<RawNotifier>,
+    #[serde(default)]
+    api: RawApiConfig,
+    #[serde(default)]
+    prometheus: RawPrometheusConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -562,7 +572,8 @@ fn default_retry_max_ms() -> u64 {
 // ---- validation: raw -> Config ----------------------------------------------------------------
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, Invalid> {
+    /// `base`: the config file's folder, against which relative paths in it resolve.
+    fn validate(self, base: Option<&Path>) -> Result<Config, Invalid> {
         let backends = match self.backends {
             None => vec![BackendConfig::Console { json: false }],
             Some(list) => list
@@ -571,7 +582,18 @@ impl RawConfig {
                 .map(|(i, backend)| backend.validate(i))
                 .collect::<Result<_, _>>()?,
         };
-        let aggregation = self.aggregation.validate()?;
+        let mut aggregation = self.aggregation.validate()?;
+        let spanned = |(span, message): (std::ops::Range<usize>, String)| Invalid {
+            span: Some(span),
+            key: Vec::new(),
+            message,
+        };
+        let api = self.api.validate().map_err(spanned)?;
+        let prometheus = self.prometheus.validate(base).map_err(spanned)?;
+        if api.listen.is_some() {
+            // `/metrics` needs buckets and mapped quantiles observed at each flush.
+            aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
+        }
         let notifiers = validate_notifiers(self.notifiers)?;
         let mut alerts: Vec<AlertRule> = Vec::with_capacity(self.alerts.len());
         for raw in self.alerts {
@@ -590,6 +612,8 @@ impl RawConfig {
             backends,
             alerts,
             notifiers,
+            api,
+            prometheus,
         })
     }
 }

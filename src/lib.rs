@@ -16,6 +16,7 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod api;
 pub mod app;
 pub mod backend;
 pub mod config;

@@ -64,6 +64,7 @@ fn file_config(dir: &Path, recv_buffer: usize, aggregation: &str) -> (PathBuf, P
         &config,
         format!(
             "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = {recv_buffer}\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\
              [aggregation]\nflush_interval_ms = 3600000\n{aggregation}\n\
              [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
             out.display().to_string()

@@ -254,12 +254,11 @@ mod tests {
                     RawData::Dist(dist) => {
                         let (snapshot, bins) = *dist;
                         let mut text = String::from("dist");
-                        snapshot.figures(&config.distribution, bins, None, 1.0).for_each(
-                            &config.distribution,
-                            |name, value| {
+                        snapshot
+                            .figures(&config.distribution, bins, None, 1.0)
+                            .for_each(&config.distribution, |name, value| {
                                 text.push_str(&format!(" {name}={value}"));
-                            },
-                        );
+                            });
                         text
                     }
                     other => format!("{other:?}"),

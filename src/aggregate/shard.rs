@@ -300,6 +300,22 @@ impl Shard {
         }
     }
 
+    /// Takes a reloaded config (its histogram bins and export plan; the rest must not
+    /// change) from the next interval: every timer, histogram and distribution gets its
+    /// bins and plan again. Called between a snapshot and the next sample, so no interval
+    /// mixes two bin layouts.
+    pub fn reconfigure(&mut self, config: Arc<AggregationConfig>) {
+        self.config = config;
+        let config = &self.config;
+        self.series.retain(|entry| {
+            if let Value::Dist { slot, .. } = &mut entry.value {
+                slot.bins = config.bins_for(entry.key.name()).cloned();
+                slot.observe = config.observe_for(entry.key.name(), entry.key.kind());
+            }
+            true
+        });
+    }
+
     /// Ends the interval: hands over every live series' state, drops series idle for
     /// `series_ttl`, and resets the interval state.
     pub fn snapshot(&mut self) -> ShardSnapshot {
@@ -333,13 +349,11 @@ impl Shard {
                     estimated_sets += u64::from(estimated);
                     RawData::Set { count, active }
                 }
-                Value::Dist { slot, .. } if active => {
-                    RawData::Dist(Box::new((
-                        slot.state.take(),
-                        slot.bins.clone(),
-                        slot.observe.clone(),
-                    )))
-                }
+                Value::Dist { slot, .. } if active => RawData::Dist(Box::new((
+                    slot.state.take(),
+                    slot.bins.clone(),
+                    slot.observe.clone(),
+                ))),
                 Value::Dist { slot, .. } => RawData::DistIdle(slot.observe.clone()),
             };
             metrics.push(RawMetric {

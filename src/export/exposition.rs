@@ -349,18 +349,58 @@ impl Writer<'_> {
         let t = &view.internal;
         let record = view.record();
         let counters: [(&str, &str, f64); 12] = [
-            ("packets_received", "Packets (datagrams, TCP chunks) received.", t.packets),
+            (
+                "packets_received",
+                "Packets (datagrams, TCP chunks) received.",
+                t.packets,
+            ),
             ("lines_received", "StatsD lines received.", t.lines),
-            ("dropped_lines", "Lines dropped on the receive path.", t.dropped_lines),
-            ("dropped_datagrams", "Datagrams the kernel dropped at a UDP socket.", t.dropped_datagrams),
-            ("dropped_series", "Samples of new series refused over max_series.", t.dropped_series),
-            ("dropped_events", "Events and service checks over the interval's limit.", t.dropped_events),
-            ("dropped_records", "Records a backend had to drop.", t.dropped_records),
+            (
+                "dropped_lines",
+                "Lines dropped on the receive path.",
+                t.dropped_lines,
+            ),
+            (
+                "dropped_datagrams",
+                "Datagrams the kernel dropped at a UDP socket.",
+                t.dropped_datagrams,
+            ),
+            (
+                "dropped_series",
+                "Samples of new series refused over max_series.",
+                t.dropped_series,
+            ),
+            (
+                "dropped_events",
+                "Events and service checks over the interval's limit.",
+                t.dropped_events,
+            ),
+            (
+                "dropped_records",
+                "Records a backend had to drop.",
+                t.dropped_records,
+            ),
             ("backend_errors", "Backend failures.", t.backend_errors),
-            ("notifier_errors", "Alert events a notifier could not deliver.", t.notifier_errors),
-            ("config_reloads", "Successful configuration reloads.", t.config_reloads),
-            ("config_reload_failures", "Configuration reloads refused (invalid file).", t.config_reload_failures),
-            ("stream_clients_dropped", "Event-stream clients disconnected for falling behind.", t.stream_clients_dropped),
+            (
+                "notifier_errors",
+                "Alert events a notifier could not deliver.",
+                t.notifier_errors,
+            ),
+            (
+                "config_reloads",
+                "Successful configuration reloads.",
+                t.config_reloads,
+            ),
+            (
+                "config_reload_failures",
+                "Configuration reloads refused (invalid file).",
+                t.config_reload_failures,
+            ),
+            (
+                "stream_clients_dropped",
+                "Event-stream clients disconnected for falling behind.",
+                t.stream_clients_dropped,
+            ),
         ];
         for (name, help, value) in counters {
             self.internal_family(name, help, "counter");
@@ -371,7 +411,8 @@ impl Writer<'_> {
         }
         self.internal_family("bad_lines", "Lines rejected, by reason.", "counter");
         for reason in ParseError::ALL {
-            self.out.extend_from_slice(b"tallyd_bad_lines_total{reason=\"");
+            self.out
+                .extend_from_slice(b"tallyd_bad_lines_total{reason=\"");
             self.out.extend_from_slice(reason.reason().as_bytes());
             self.out.extend_from_slice(b"\"}");
             self.value(t.bad.get(reason.index()).copied().unwrap_or(0.0));
@@ -381,9 +422,21 @@ impl Writer<'_> {
         self.value(view.flushes as f64);
         let gauges: [(&str, &str, f64); 4] = [
             ("series", "Live series.", record.internal.series as f64),
-            ("estimated_sets", "Set series whose last count is an estimate.", record.internal.estimated_sets as f64),
-            ("flush_duration_seconds", "How long the last flush took.", record.internal.flush_duration_ms / 1000.0),
-            ("last_flush_timestamp_seconds", "Unix time at the end of the last interval.", record.timestamp as f64),
+            (
+                "estimated_sets",
+                "Set series whose last count is an estimate.",
+                record.internal.estimated_sets as f64,
+            ),
+            (
+                "flush_duration_seconds",
+                "How long the last flush took.",
+                record.internal.flush_duration_ms / 1000.0,
+            ),
+            (
+                "last_flush_timestamp_seconds",
+                "Unix time at the end of the last interval.",
+                record.timestamp as f64,
+            ),
         ];
         for (name, help, value) in gauges {
             self.internal_family(name, help, "gauge");

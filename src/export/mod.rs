@@ -124,7 +124,12 @@ impl ExportPlan {
         bins: Option<&Bins>,
     ) -> Option<Arc<Observe>> {
         let divisor = divisor(kind);
-        let observer = match self.prometheus.mapping.as_deref().map(|m| m.apply(name, kind)) {
+        let observer = match self
+            .prometheus
+            .mapping
+            .as_deref()
+            .map(|m| m.apply(name, kind))
+        {
             Some(Mapped::Drop) => return None,
             Some(Mapped::Map(result)) => result.observer,
             Some(Mapped::Unmatched) | None => None,

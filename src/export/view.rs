@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::aggregate::distribution::{Observed, Shape};
 use crate::export::PrometheusConfig;
-use crate::export::mapping::{MapResult, Mapped};
+use crate::export::mapping::{MapResult, Mapped, Mapping};
 use crate::export::name;
 use crate::record::{Figures, Metric, Record};
 
@@ -69,6 +69,8 @@ pub struct View {
     /// The agent's own running totals (SPEC §7.1 `tallyd_*`).
     pub(super) internal: InternalTotals,
     pub(super) flushes: u64,
+    /// The mapping `maps` were decided by.
+    mapping: Option<Arc<Mapping>>,
 }
 
 /// The agent's own counters since start.
@@ -92,10 +94,17 @@ pub(super) struct InternalTotals {
 }
 
 impl View {
-    /// The view before the first flush.
-    pub fn empty(record: Arc<Record>) -> View {
-        View {
-            record,
+    /// The record this view was built from.
+    pub fn record(&self) -> &Arc<Record> {
+        &self.record
+    }
+
+    /// The view after `record`: the totals carried forward from `previous` (the view of
+    /// the flush before, if any) and advanced. When the mapping changed (a reload), every
+    /// series is mapped again.
+    pub fn build(previous: Option<&View>, record: Arc<Record>, config: &PrometheusConfig) -> View {
+        let none = View {
+            record: record.clone(),
             totals: Vec::new(),
             buckets: Vec::new(),
             bucket_offsets: Vec::new(),
@@ -104,17 +113,18 @@ impl View {
             order: Vec::new(),
             internal: InternalTotals::default(),
             flushes: 0,
-        }
+            mapping: None,
+        };
+        let previous = previous.unwrap_or(&none);
+        previous.next(record, config)
     }
 
-    /// The record this view was built from.
-    pub fn record(&self) -> &Arc<Record> {
-        &self.record
-    }
-
-    /// The view after `record`: the totals carried forward from `self` and advanced.
-    pub fn next(&self, record: Arc<Record>, config: &PrometheusConfig) -> View {
+    fn next(&self, record: Arc<Record>, config: &PrometheusConfig) -> View {
         let flushes = self.flushes + 1;
+        let remap = match (&self.mapping, &config.mapping) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (a, b) => a.is_some() != b.is_some(),
+        };
         let n = record.metrics.len();
         let mut totals = Vec::with_capacity(n);
         let mut buckets = Vec::new();
@@ -162,7 +172,7 @@ impl View {
                 }
             }
             if with_maps {
-                let previous = carried.and_then(|(i, _)| {
+                let previous = carried.filter(|_| !remap).and_then(|(i, _)| {
                     let map = self.maps.get(i)?.clone();
                     Some((map, *self.last_active.get(i)?))
                 });
@@ -194,6 +204,7 @@ impl View {
             order: Vec::new(),
             internal,
             flushes,
+            mapping: config.mapping.clone(),
         };
         view.order = view.write_order();
         view
@@ -262,7 +273,10 @@ impl View {
                 labels.write_u8(0xfe);
             }
             for (key, value) in metric.key.tags() {
-                if mapped_labels.iter().any(|(k, _)| name::same_escaped(k, key)) {
+                if mapped_labels
+                    .iter()
+                    .any(|(k, _)| name::same_escaped(k, key))
+                {
                     continue;
                 }
                 name::hash_escaped(&mut labels, key);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::figures::BinCounts;
 use super::sketch::Sketch;
-use super::{Bins, Observe, DistFigures, DistributionConfig, exact};
+use super::{Bins, DistFigures, DistributionConfig, Observe, exact};
 
 /// One series' samples for the current interval. Lives in an aggregator shard; `add` is on the
 /// hot path (no allocation beyond amortized Vec growth).
