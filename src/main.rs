@@ -15,10 +15,12 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Cli {
     /// The TOML configuration file; without it the built-in defaults apply (UDP
-    /// 127.0.0.1:8125, 10 s flush, console backend).
+    /// 127.0.0.1:8125, 10 s flush, console backend). Either way, TALLYD_<SECTION>_<KEY>
+    /// environment variables override keys (TALLYD_AGGREGATION_FLUSH_INTERVAL_MS=1000).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    /// Validate the configuration file, with the environment's overrides, and exit (0 valid,
+    /// 2 invalid).
     #[arg(long, value_name = "PATH", conflicts_with = "config")]
     check_config: Option<PathBuf>,
     /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
@@ -42,15 +44,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match &cli.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("config error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
+    let loaded = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Config::from_env(),
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(2);
+        }
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
