@@ -10,10 +10,11 @@
 //!
 //! The value is read as a TOML value (`1000`, `true`, `1.5`, `["127.0.0.1:8125"]`), and as a
 //! plain string when it is not one (`web-7`, `127.0.0.1:9102`) or when the TOML value does
-//! not fit a key that takes a string (`TALLYD_HOST=1234`). It replaces the key's value whole.
-//! Out of scope: keys inside tables (`global_tags` entries) and inside arrays of tables
-//! (`[[backends]]`, `[[alerts]]`, `[[aggregation.histograms]]`); an override naming one is an
-//! error.
+//! not fit a key that takes a string (`TALLYD_HOST=1234`). It replaces the key's value whole,
+//! so a table or an array of tables can be given whole as an inline TOML value
+//! (`TALLYD_AGGREGATION_GLOBAL_TAGS='{ env = "prod" }'`). Out of scope: naming keys inside
+//! tables (`global_tags` entries) or arrays of tables (`[[backends]]`, `[[alerts]]`,
+//! `[[aggregation.histograms]]`) one by one; an override naming one is an error.
 //!
 //! Every variable starting `TALLYD_` is taken as config, none reserved: one that names no
 //! section or key is an error rather than ignored, so a misspelt override cannot go unnoticed.
@@ -405,16 +406,21 @@ mod tests {
     }
 
     #[test]
-    fn booleans_and_arrays_are_toml_values() {
+    fn booleans_arrays_and_inline_tables_are_toml_values() {
         let config = with_env(
             "",
             &[
                 ("TALLYD_AGGREGATION_GAUGE_DELTAS", "false"),
                 ("TALLYD_AGGREGATION_PERCENTILES", "[50, 99.9]"),
                 ("TALLYD_SERVER_UDP", "[\"127.0.0.1:9125\", \"[::1]:9125\"]"),
+                ("TALLYD_AGGREGATION_GLOBAL_TAGS", "{ env = \"prod\" }"),
             ],
         )
         .expect("valid");
+        assert_eq!(
+            config.aggregation.global_tags,
+            [("env".to_string(), "prod".to_string())]
+        );
         assert!(!config.aggregation.gauge_deltas);
         assert_eq!(config.aggregation.distribution.percentiles.len(), 2);
         assert_eq!(config.server.udp.len(), 2);
