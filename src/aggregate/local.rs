@@ -252,7 +252,7 @@ mod tests {
                 let text = match m.data {
                     RawData::Counter { sum, active } => format!("counter {sum} {active}"),
                     RawData::Dist(dist) => {
-                        let (snapshot, bins) = *dist;
+                        let (snapshot, bins, _) = *dist;
                         let mut text = String::from("dist");
                         snapshot
                             .figures(&config.distribution, bins, None, 1.0)
