@@ -8,6 +8,7 @@
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
 //! - [`record`]: the flush record and its JSON shape.
 //! - [`alert`]: alert rules evaluated against each record, and their notifiers.
+//! - [`export`]: what the Prometheus-style outputs share (the statsd_exporter mapping file).
 //! - [`backend`]: where records go: console, JSON Lines file, HTTP push, and a capture for
 //!   tests.
 //! - [`http`]: the one HTTP client the HTTP backend (and webhooks) post through.
@@ -19,6 +20,7 @@ pub mod alert;
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod export;
 pub mod flush;
 pub mod glob;
 pub mod http;

@@ -1,0 +1,3 @@
+//! What the Prometheus-style outputs share: series names, the statsd_exporter mapping file.
+
+pub mod mapping;
