@@ -21,12 +21,15 @@
 //! - **Regexes are not anchored.** statsd_exporter searches (`FindStringSubmatchIndex`), so
 //!   `match: "."` matches every non-empty name (its README's drop-all example relies on it);
 //!   write `^...$` to match the whole name. `$0` is the matched text. Rust's `regex` crate and
-//!   Go's RE2 share leftmost-first semantics, so captures agree.
+//!   Go's RE2 share their syntax and leftmost-first semantics, so captures agree; one difference
+//!   remains: `\w`, `\d`, `\s` and `\b` are Unicode-aware here and ASCII-only in Go, which
+//!   matters only for names with non-ASCII characters.
 //! - **Templates** (`name` and label values) expand like Go's `Regexp.Expand`: `$name` takes the
-//!   longest run of `[A-Za-z0-9_]` (so `$1_total` is the group named `1_total`, empty, the
-//!   gotcha statsd_exporter documents by example with `${1}_total`), `${name}` is explicit, `$$`
-//!   is a `$`, and a missing group expands to nothing. For globs only numbers refer to
-//!   captures.
+//!   longest run of `[A-Za-z0-9_]` (so `$1_total` is the group named `1_total`, which is empty:
+//!   write `${1}_total`, as statsd_exporter's README does), `${name}` is explicit, `$$` is a
+//!   `$`, and a missing group expands to nothing. For globs only numbers refer to captures
+//!   (statsd_exporter's glob formatter agrees except on oddities such as `$1$2`, which it
+//!   empties and we expand).
 //! - **Names.** A `name` may hold only `[A-Za-z0-9_]` and `$n`/`${n}` references (not starting
 //!   with a digit), as statsd_exporter's `metricNameRE` demands; regex rules may also use
 //!   `${group}` for a named group (an extension). After expansion the name is escaped as
@@ -45,6 +48,10 @@
 //!   type are unused, as there.
 //! - **`ttl`**: a Go duration (`30s`, `1m30s`, `1.5h`; `0` for none). A rule without one, or with
 //!   `0`, takes the defaults' `ttl` (statsd_exporter's `Ttl == 0 && Defaults.Ttl > 0`).
+//!
+//! YAML: scalars read as written (a label value `1.10` stays `1.10`, as Go's yaml.v2 gives a
+//! string field), YAML 1.1 booleans (`yes`, `off`) and merge keys (`<<: *anchor`) as yaml.v2
+//! reads them; only the first document counts.
 //!
 //! Stricter than statsd_exporter, whose YAML decoding ignores unknown keys: an unknown key is
 //! an error. Keys statsd_exporter knows that cannot change what we export are accepted and
@@ -819,16 +826,21 @@ impl Reader<'_> {
         let match_type = match_type
             .or(defaults.match_type)
             .unwrap_or(MatchType::Glob);
-        let matcher =
-            match match_type {
-                MatchType::Glob => {
-                    check_glob(pattern).map_err(|m| self.error(pattern_at, m))?;
-                    Matcher::Glob(pattern.to_string())
-                }
-                MatchType::Regex => Matcher::Regex(Regex::new(pattern).map_err(|e| {
-                    self.error(pattern_at, format!("invalid regex {pattern:?}: {e}"))
-                })?),
-            };
+        let matcher = match match_type {
+            MatchType::Glob => {
+                check_glob(pattern).map_err(|m| self.error(pattern_at, m))?;
+                Matcher::Glob(pattern.to_string())
+            }
+            MatchType::Regex => Matcher::Regex(Regex::new(pattern).map_err(|e| {
+                // The regex crate's message ends with its one-line reason.
+                let e = e.to_string();
+                let reason = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                self.error(
+                    pattern_at,
+                    format!("invalid regex {pattern:?}: {}", reason.trim()),
+                )
+            })?),
+        };
         let named = |group: &str| -> Option<usize> {
             match &matcher {
                 Matcher::Glob(_) => None,
@@ -920,6 +932,8 @@ impl Reader<'_> {
     }
 
     /// A mapping's entries in file order; keys must be strings. Null is an empty mapping.
+    /// YAML 1.1 merge keys (`<<: *anchor`), which Go's yaml.v2 honours, are merged in: keys
+    /// given explicitly win, then earlier merged mappings over later ones.
     fn mapping<'a, 't>(
         &self,
         node: &'a Node<'t>,
@@ -931,12 +945,28 @@ impl Reader<'_> {
         let YamlData::Mapping(map) = &node.data else {
             return Err(self.error(node.span.start, format!("{place} must be a mapping")));
         };
-        map.iter()
-            .map(|(key, value)| match scalar(key) {
-                Some((text, _)) => Ok((text, value, key.span.start)),
-                None => Err(self.error(key.span.start, "a key must be a string")),
-            })
-            .collect()
+        let mut entries: MapEntries<'a, 't> = Vec::with_capacity(map.len());
+        let mut merged = Vec::new();
+        for (key, value) in map {
+            match scalar(key) {
+                Some(("<<", ScalarStyle::Plain)) => match &value.data {
+                    YamlData::Sequence(sources) => {
+                        for source in sources {
+                            merged.extend(self.mapping(source, place)?);
+                        }
+                    }
+                    _ => merged.extend(self.mapping(value, place)?),
+                },
+                Some((text, _)) => entries.push((text, value, key.span.start)),
+                None => return Err(self.error(key.span.start, "a key must be a string")),
+            }
+        }
+        for entry in merged {
+            if !entries.iter().any(|(key, _, _)| *key == entry.0) {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
     }
 
     /// A sequence's items. Null is an empty sequence.
@@ -1060,7 +1090,7 @@ impl Reader<'_> {
             // yaml.v2 would read a bare number as nanoseconds: surely not what was meant.
             return Err(self.error(
                 node.span.start,
-                format!("`ttl` {text:?} needs a unit, e.g. {text}s"),
+                format!("duration {text:?} needs a unit, e.g. {text}s"),
             ));
         }
         let ttl = parse_go_duration(text).map_err(|m| self.error(node.span.start, m))?;
@@ -1704,7 +1734,7 @@ mod tests {
         let (line, column, message) =
             invalid("mappings:\n- match: 'a(b'\n  match_type: regex\n  name: x\n");
         assert_eq!((line, column), (2, 10));
-        assert!(message.contains("invalid regex"), "{message}");
+        assert_eq!(message, r#"invalid regex "a(b": error: unclosed group"#);
     }
 
     #[test]
@@ -1815,6 +1845,31 @@ mod tests {
         let (line, column, _) =
             invalid("mappings:\n- match: a\n  name: x\n  match_metric_type: timer\n");
         assert_eq!((line, column), (4, 22));
+    }
+
+    #[test]
+    fn merge_keys_as_in_yaml_1_1() {
+        let m = parse(
+            "mappings:\n\
+             - &base\n  match: a.*\n  name: shared\n  labels: &team\n    team: core\n\
+             - <<: *base\n  match: b.*\n\
+             - match: c.*\n  name: own\n  labels:\n    <<: *team\n    extra: x\n",
+        );
+        let r = mapped(&m, "b.x", MetricKind::Counter);
+        assert_eq!(
+            (r.name.as_str(), r.labels),
+            ("shared", labels(&[("team", "core")]))
+        );
+        assert_eq!(
+            mapped(&m, "c.x", MetricKind::Counter).labels,
+            labels(&[("extra", "x"), ("team", "core")])
+        );
+    }
+
+    #[test]
+    fn mapping_is_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Mapping>();
     }
 
     #[test]
