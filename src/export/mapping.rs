@@ -18,6 +18,9 @@
 //!   `a.*.b`), and never crosses a dot. The `n`-th `*` is capture `$n`.
 //! - **`glob_disable_ordering: true`** drops file order among globs: at each part a literal is
 //!   preferred to `*`, left to right, so the most specific glob wins.
+//! - Not mirrored: statsd_exporter's glob FSM (`AddState`) gives no result to a glob whose last
+//!   state an earlier, longer glob already created (`a.b` after `a.b.c`), so there such a glob
+//!   never matches; here it matches as its README's first-match rule says.
 //! - **Regexes are not anchored.** statsd_exporter searches (`FindStringSubmatchIndex`), so
 //!   `match: "."` matches every non-empty name (its README's drop-all example relies on it);
 //!   write `^...$` to match the whole name. `$0` is the matched text. Rust's `regex` crate and
@@ -1326,6 +1329,13 @@ mod tests {
         );
         assert_eq!(name_of(&m, "a.b.c"), "first");
         assert_eq!(name_of(&m, "a.b.d"), "third");
+    }
+
+    #[test]
+    fn glob_that_prefixes_an_earlier_glob_still_matches() {
+        let m = parse("mappings:\n- match: a.b.c\n  name: long\n- match: a.b\n  name: short\n");
+        assert_eq!(name_of(&m, "a.b"), "short");
+        assert_eq!(name_of(&m, "a.b.c"), "long");
     }
 
     #[test]
