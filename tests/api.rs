@@ -441,3 +441,86 @@ async fn reload_takes_new_alert_rules_and_refuses_a_broken_file() {
     assert_eq!(record["internal"]["config_reload_failures"], 1);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statsd_exporter_mapping_names_labels_drops_and_buckets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapping = dir.path().join("mapping.yml");
+    std::fs::write(
+        &mapping,
+        r#"mappings:
+- match: test.dispatcher.*.*.*
+  name: dispatcher_events_total
+  labels:
+    processor: $1
+    action: $2
+    outcome: $3
+    job: test_dispatcher
+- match: checkout.*.latency
+  observer_type: histogram
+  histogram_options:
+    buckets: [0.01, 0.1, 1]
+  name: checkout_latency_seconds
+  labels:
+    region: $1
+- match: noise.*
+  action: drop
+  name: dropped
+"#,
+    )
+    .expect("mapping");
+    let text = base("")
+        + &format!(
+            "[prometheus]\nmapping_file = {:?}\n",
+            mapping.display().to_string()
+        );
+    let agent = start(&text).await;
+    agent.send(&["test.dispatcher.FooProcessor.send.success:1|c\n\
+         test.dispatcher.FooProcessor.send.success:2|c\n\
+         checkout.eu.latency:5|ms\ncheckout.eu.latency:50|ms\ncheckout.eu.latency:500|ms\n\
+         noise.x:1|c\nplain.name:4|g"]);
+    agent.wait_lines(7).await;
+    flush(&agent).await;
+    let body = metrics(&agent).body;
+    let s = samples(&body);
+    assert_eq!(
+        value(
+            &s,
+            "dispatcher_events_total{action=send,job=test_dispatcher,outcome=success,processor=FooProcessor}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(&s, "checkout_latency_seconds{le=0.01,region=eu}"),
+        1.0
+    );
+    assert_eq!(value(&s, "checkout_latency_seconds{le=0.1,region=eu}"), 2.0);
+    assert_eq!(value(&s, "checkout_latency_seconds{le=1,region=eu}"), 3.0);
+    assert_eq!(value(&s, "checkout_latency_seconds_count{region=eu}"), 3.0);
+    assert_eq!(value(&s, "plain_name{}"), 4.0);
+    assert!(!body.contains("noise"), "dropped by the mapping: {body}");
+    // The record keeps the StatsD names.
+    let latest = client::get(api(&agent), "/api/v1/latest?metric=checkout.*", &[]).json();
+    assert_eq!(latest["metrics"][0]["name"], "checkout.eu.latency");
+    agent.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_mapping_file_is_a_config_error_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapping = dir.path().join("mapping.yml");
+    std::fs::write(
+        &mapping,
+        "mappings:\n- match: a.*\n  name: x\n  match_type: fuzzy\n",
+    )
+    .expect("mapping");
+    let text = format!(
+        "[prometheus]\nmapping_file = {:?}\n",
+        mapping.display().to_string()
+    );
+    let error = tallyd::config::Config::from_toml(&text, std::path::Path::new("t.toml"))
+        .expect_err("invalid mapping");
+    let message = error.to_string();
+    assert!(message.starts_with("t.toml:2:"), "{message}");
+    assert!(message.contains("mapping.yml:4:"), "{message}");
+}

@@ -1401,7 +1401,11 @@ mod tests {
     fn expanded_name_is_escaped_like_statsd_exporter() {
         let m = parse("mappings:\n- match: svc.*\n  name: $1\n");
         assert_eq!(name_of(&m, "svc.web-server"), "web_server");
-        assert_eq!(name_of(&m, "svc.a--b"), "a__b", "one `_` per character (SPEC §7.1)");
+        assert_eq!(
+            name_of(&m, "svc.a--b"),
+            "a__b",
+            "one `_` per character (SPEC §7.1)"
+        );
         assert_eq!(name_of(&m, "svc.9lives"), "_9lives");
         assert_eq!(escape_metric_name("ümlaut.x"), "_mlaut_x");
     }
