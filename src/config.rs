@@ -16,6 +16,10 @@ use serde::Deserialize;
 use crate::aggregate::distribution::{Bins, DistributionConfig, Observe, Percentile};
 use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
 use crate::api::{ApiConfig, RawApiConfig};
+pub use crate::backend::config::BackendConfig;
+use crate::backend::config::BackendInvalid;
+pub use crate::backend::http::HttpConfig;
+pub use crate::backend::json_file::JsonFileConfig;
 use crate::export::{ExportPlan, PrometheusConfig, RawPrometheusConfig};
 use crate::glob::Glob;
 use crate::protocol::MetricKind;
@@ -159,70 +163,6 @@ pub struct HistogramRule {
     pub bins: Arc<Bins>,
 }
 
-/// One configured backend.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BackendConfig {
-    Console { json: bool },
-    JsonFile(JsonFileConfig),
-    Http(HttpConfig),
-}
-
-impl BackendConfig {
-    /// The name used in logs and errors.
-    pub fn name(&self) -> &'static str {
-        match self {
-            BackendConfig::Console { .. } => "console",
-            BackendConfig::JsonFile(_) => "json_file",
-            BackendConfig::Http(_) => "http",
-        }
-    }
-}
-
-/// The JSON Lines file backend.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonFileConfig {
-    pub path: PathBuf,
-    pub max_bytes: u64,
-    pub keep: usize,
-}
-
-/// The HTTP push backend.
-#[derive(Clone, PartialEq)]
-pub struct HttpConfig {
-    /// An http:// or https:// URL.
-    pub url: String,
-    /// For one whole request, connection to answer.
-    pub timeout: Duration,
-    /// Records waiting at most; beyond, the oldest is dropped. At least 1.
-    pub max_pending: usize,
-    /// Bytes of serialized (and gzipped) records waiting at most; beyond, the oldest are
-    /// dropped, except that the newest is kept even alone over the budget. At least 1.
-    pub max_pending_bytes: u64,
-    pub gzip: bool,
-    /// Checked names and values, `${VAR}`s expanded.
-    pub headers: Vec<(String, String)>,
-    /// The first retry delay, doubled per failure up to `retry_max`.
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-}
-
-impl fmt::Debug for HttpConfig {
-    /// Header values may be secrets: only their names are shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("HttpConfig")
-            .field("url", &crate::http::display_url(&self.url))
-            .field("timeout", &self.timeout)
-            .field("max_pending", &self.max_pending)
-            .field("max_pending_bytes", &self.max_pending_bytes)
-            .field("gzip", &self.gzip)
-            .field("header_names", &header_names)
-            .field("retry_initial", &self.retry_initial)
-            .field("retry_max", &self.retry_max)
-            .finish()
-    }
-}
-
 impl Default for Config {
     /// The built-in defaults: UDP 127.0.0.1:8125, 10 s flush, console backend.
     fn default() -> Config {
@@ -364,23 +304,16 @@ impl Invalid {
         }
     }
 
-    /// At the value of backend `index`'s `key` (and below it, `sub`).
-    fn at_backend(
-        index: usize,
-        key: &str,
-        sub: Option<&str>,
-        message: impl fmt::Display,
-    ) -> Invalid {
-        let mut path = vec![
-            Key::Name("backends".into()),
-            Key::Index(index),
-            Key::Name(key.into()),
-        ];
-        path.extend(sub.map(|s| Key::Name(s.into())));
+    /// At backend `index`: the value of its key (and below it, sub) the error names, or
+    /// the entry itself.
+    fn at_backend(index: usize, error: BackendInvalid) -> Invalid {
+        let mut path = vec![Key::Name("backends".into()), Key::Index(index)];
+        path.extend(error.key.map(Key::Name));
+        path.extend(error.sub.map(Key::Name));
         Invalid {
             span: None,
             key: path,
-            message: message.to_string(),
+            message: error.message,
         }
     }
 }
@@ -397,7 +330,7 @@ struct RawConfig {
     #[serde(default)]
     aggregation: RawAggregation,
     /// Defaults to one console backend when absent.
-    backends: Option<Vec<RawBackend>>,
+    backends: Option<Vec<toml::Table>>,
     #[serde(default)]
     alerts: Vec<RawAlert>,
     #[serde(default)]
@@ -543,80 +476,6 @@ struct RawHistogram {
     bins: toml::Spanned<Vec<f64>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RawBackend {
-    Console {
-        #[serde(default)]
-        format: ConsoleFormat,
-    },
-    JsonFile {
-        path: PathBuf,
-        #[serde(default = "default_max_bytes")]
-        max_bytes: u64,
-        #[serde(default = "default_keep")]
-        keep: usize,
-    },
-    Http(RawHttp),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttp {
-    url: String,
-    #[serde(default = "default_http_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_max_pending")]
-    max_pending: usize,
-    #[serde(default = "default_max_pending_bytes")]
-    max_pending_bytes: u64,
-    #[serde(default)]
-    gzip: bool,
-    #[serde(default)]
-    headers: std::collections::BTreeMap<String, String>,
-    #[serde(default = "default_retry_initial_ms")]
-    retry_initial_ms: u64,
-    #[serde(default = "default_retry_max_ms")]
-    retry_max_ms: u64,
-}
-
-#[derive(Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-enum ConsoleFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-fn default_max_bytes() -> u64 {
-    100 * 1024 * 1024
-}
-
-fn default_keep() -> usize {
-    5
-}
-
-fn default_http_timeout_ms() -> u64 {
-    5_000
-}
-
-fn default_max_pending() -> usize {
-    1_000
-}
-
-/// 256 MiB: three million-series records as plain JSON (about 80 MB each), many more gzipped.
-fn default_max_pending_bytes() -> u64 {
-    256 * 1024 * 1024
-}
-
-fn default_retry_initial_ms() -> u64 {
-    500
-}
-
-fn default_retry_max_ms() -> u64 {
-    30_000
-}
-
 // ---- validation: raw -> Config ----------------------------------------------------------------
 
 impl RawConfig {
@@ -627,7 +486,9 @@ impl RawConfig {
             Some(list) => list
                 .into_iter()
                 .enumerate()
-                .map(|(i, backend)| backend.validate(i))
+                .map(|(i, table)| {
+                    crate::backend::config::validate(table).map_err(|e| Invalid::at_backend(i, e))
+                })
                 .collect::<Result<_, _>>()?,
         };
         let mut aggregation = self.aggregation.validate()?;
@@ -937,78 +798,6 @@ impl RawHistogram {
         Ok(HistogramRule {
             metric,
             bins: Arc::new(bins),
-        })
-    }
-}
-
-impl RawBackend {
-    /// `index`: the entry's place in `[[backends]]`, for error positions.
-    fn validate(self, index: usize) -> Result<BackendConfig, Invalid> {
-        Ok(match self {
-            RawBackend::Console { format } => BackendConfig::Console {
-                json: format == ConsoleFormat::Json,
-            },
-            RawBackend::JsonFile {
-                path,
-                max_bytes,
-                keep,
-            } => BackendConfig::JsonFile(JsonFileConfig {
-                path,
-                max_bytes,
-                keep,
-            }),
-            RawBackend::Http(http) => BackendConfig::Http(http.validate(index)?),
-        })
-    }
-}
-
-impl RawHttp {
-    /// `index`: the entry's place in `[[backends]]`, for error positions.
-    fn validate(self, index: usize) -> Result<HttpConfig, Invalid> {
-        let RawHttp {
-            url,
-            timeout_ms,
-            max_pending,
-            max_pending_bytes,
-            gzip,
-            headers,
-            retry_initial_ms,
-            retry_max_ms,
-        } = self;
-        let at = |key: &str, message: String| Invalid::at_backend(index, key, None, message);
-        crate::http::check_url(&url).map_err(|e| at("url", e))?;
-        for (key, value) in [
-            ("timeout_ms", timeout_ms),
-            ("max_pending", max_pending as u64),
-            ("max_pending_bytes", max_pending_bytes),
-            ("retry_initial_ms", retry_initial_ms),
-        ] {
-            if value == 0 {
-                return Err(at(key, format!("{key} must be at least 1")));
-            }
-        }
-        if retry_max_ms < retry_initial_ms {
-            return Err(at(
-                "retry_max_ms",
-                "retry_max_ms must be at least retry_initial_ms".into(),
-            ));
-        }
-        let mut checked = Vec::with_capacity(headers.len());
-        for (name, value) in headers {
-            let at_header = |e| Invalid::at_backend(index, "headers", Some(&name), e);
-            let value = expand_env(&value).map_err(at_header)?;
-            crate::http::check_header(&name, &value).map_err(at_header)?;
-            checked.push((name, value));
-        }
-        Ok(HttpConfig {
-            url,
-            timeout: Duration::from_millis(timeout_ms),
-            max_pending,
-            max_pending_bytes,
-            gzip,
-            headers: checked,
-            retry_initial: Duration::from_millis(retry_initial_ms),
-            retry_max: Duration::from_millis(retry_max_ms),
         })
     }
 }
@@ -1379,13 +1168,13 @@ mod tests {
         let http = http_backend("[[backends]]\nkind = \"http\"\nurl = \"https://m.example/in\"\n")
             .expect("valid");
         assert_eq!(http.url, "https://m.example/in");
-        assert_eq!(http.timeout, Duration::from_millis(5_000));
-        assert_eq!(http.max_pending, 1_000);
-        assert_eq!(http.max_pending_bytes, 256 * 1024 * 1024);
+        assert_eq!(http.queue.timeout, Duration::from_millis(5_000));
+        assert_eq!(http.queue.max_pending, 1_000);
+        assert_eq!(http.queue.max_pending_bytes, 256 * 1024 * 1024);
         assert!(!http.gzip);
         assert!(http.headers.is_empty());
-        assert_eq!(http.retry_initial, Duration::from_millis(500));
-        assert_eq!(http.retry_max, Duration::from_millis(30_000));
+        assert_eq!(http.queue.retry_initial, Duration::from_millis(500));
+        assert_eq!(http.queue.retry_max, Duration::from_millis(30_000));
     }
 
     #[test]
@@ -1396,13 +1185,13 @@ mod tests {
              retry_initial_ms = 10\nretry_max_ms = 40\n",
         )
         .expect("valid");
-        assert_eq!(http.timeout, Duration::from_millis(250));
-        assert_eq!(http.max_pending, 3);
-        assert_eq!(http.max_pending_bytes, 4096);
+        assert_eq!(http.queue.timeout, Duration::from_millis(250));
+        assert_eq!(http.queue.max_pending, 3);
+        assert_eq!(http.queue.max_pending_bytes, 4096);
         assert!(http.gzip);
         assert_eq!(http.headers, [("X-A".to_string(), "1".to_string())]);
-        assert_eq!(http.retry_initial, Duration::from_millis(10));
-        assert_eq!(http.retry_max, Duration::from_millis(40));
+        assert_eq!(http.queue.retry_initial, Duration::from_millis(10));
+        assert_eq!(http.queue.retry_max, Duration::from_millis(40));
     }
 
     #[test]
@@ -1422,12 +1211,15 @@ mod tests {
         let http = http_backend(&block).expect("the http block is valid");
         let defaults =
             http_backend("[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\n").expect("valid");
-        assert_eq!(http.timeout, defaults.timeout);
-        assert_eq!(http.max_pending, defaults.max_pending);
-        assert_eq!(http.max_pending_bytes, defaults.max_pending_bytes);
+        assert_eq!(http.queue.timeout, defaults.queue.timeout);
+        assert_eq!(http.queue.max_pending, defaults.queue.max_pending);
+        assert_eq!(
+            http.queue.max_pending_bytes,
+            defaults.queue.max_pending_bytes
+        );
         assert_eq!(http.gzip, defaults.gzip);
-        assert_eq!(http.retry_initial, defaults.retry_initial);
-        assert_eq!(http.retry_max, defaults.retry_max);
+        assert_eq!(http.queue.retry_initial, defaults.queue.retry_initial);
+        assert_eq!(http.queue.retry_max, defaults.queue.retry_max);
         assert_eq!(http.headers[0].1, "Bearer token");
     }
 

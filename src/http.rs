@@ -82,27 +82,55 @@ impl HttpClient {
         gzipped: bool,
         timeout: Duration,
     ) -> Result<u16, HttpError> {
+        let answer = self.post(&Post {
+            url,
+            headers,
+            fixed: &[],
+            content_type: "application/json",
+            content_encoding: gzipped.then_some("gzip"),
+            body,
+            timeout,
+        })?;
+        if (200..300).contains(&answer.status) {
+            Ok(answer.status)
+        } else {
+            Err(HttpError::Status {
+                url: display_url(url),
+                status: answer.status,
+            })
+        }
+    }
+
+    /// POSTs one request and returns the answer, whatever its status.
+    ///
+    /// # Errors
+    /// A timeout, or a failure to connect or to speak HTTP(S).
+    pub fn post(&self, post: &Post<'_>) -> Result<Answer, HttpError> {
+        let url = post.url;
         let mut request = self
             .agent
             .post(url)
-            .header("Content-Type", "application/json");
-        if gzipped {
-            request = request.header("Content-Encoding", "gzip");
+            .header("Content-Type", post.content_type);
+        if let Some(encoding) = post.content_encoding {
+            request = request.header("Content-Encoding", encoding);
         }
-        for (name, value) in headers {
+        for (name, value) in post.fixed {
+            request = request.header(*name, *value);
+        }
+        for (name, value) in post.headers {
             request = request.header(name.as_str(), value.as_str());
         }
         let result = request
             .config()
-            .timeout_global(Some(timeout))
+            .timeout_global(Some(post.timeout))
             .build()
-            .send(body);
+            .send(post.body);
         let mut response = match result {
             Ok(response) => response,
             Err(ureq::Error::Timeout(_)) => {
                 return Err(HttpError::Timeout {
                     url: display_url(url),
-                    timeout,
+                    timeout: post.timeout,
                 });
             }
             Err(source) => {
@@ -113,22 +141,49 @@ impl HttpClient {
             }
         };
         let status = response.status().as_u16();
-        // Read the answer (bounded) so the connection goes back to the pool; its content
-        // does not matter, and failing to read it does not undo the delivery.
-        let _ = response
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Read the answer (bounded) so the connection goes back to the pool; failing to
+        // read it does not undo the delivery. Its start goes into the logs of a refusal.
+        let mut body = response
             .body_mut()
             .with_config()
             .limit(MAX_ANSWER_BYTES)
-            .read_to_vec();
-        if (200..300).contains(&status) {
-            Ok(status)
-        } else {
-            Err(HttpError::Status {
-                url: display_url(url),
-                status,
-            })
-        }
+            .read_to_vec()
+            .unwrap_or_default();
+        body.truncate(1024);
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
+}
+
+/// One POST: the configured headers plus the ones the output sets itself (`fixed`).
+#[derive(Debug)]
+pub struct Post<'a> {
+    pub url: &'a str,
+    pub headers: &'a [(String, String)],
+    pub fixed: &'a [(&'a str, &'a str)],
+    pub content_type: &'a str,
+    pub content_encoding: Option<&'a str>,
+    pub body: &'a [u8],
+    pub timeout: Duration,
+}
+
+/// A receiver's answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds, when given so.
+    pub retry_after: Option<Duration>,
+    /// The start of the body (at most 1 KiB), for logs.
+    pub body: Vec<u8>,
 }
 
 /// Gzip-compresses a request body.

@@ -241,7 +241,7 @@ fn config_errors_exit_2_naming_file_line_and_column() {
         (
             "[[backends]]\nkind = \"carrier_pigeon\"\n",
             "FILE:2:8:",
-            "unknown variant",
+            "unknown backend kind",
         ),
         ("[server\n", "FILE:1:8:", "unclosed table"),
         (

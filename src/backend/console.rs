@@ -3,8 +3,37 @@
 
 use std::io::{BufWriter, Write};
 
+use serde::Deserialize;
+
+use super::config::{BackendInvalid, raw};
 use super::{Backend, BackendError};
 use crate::record::Record;
+
+/// `kind = "console"` as the file spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsoleConfig {
+    /// "text" (default): a readable summary per flush; "json": the JSON record.
+    #[serde(default)]
+    format: ConsoleFormat,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum ConsoleFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Validates a console entry: whether it writes JSON.
+///
+/// # Errors
+/// An unknown key or format.
+pub(super) fn validate(table: toml::Table) -> Result<bool, BackendInvalid> {
+    let config: RawConsoleConfig = raw(table)?;
+    Ok(config.format == ConsoleFormat::Json)
+}
 
 /// Writes records to stdout.
 pub struct ConsoleBackend {

@@ -1,71 +1,105 @@
 //! The HTTP push backend: POSTs each record as JSON (optionally gzipped) to one URL.
 //!
-//! `write` only serializes the record and queues it; a sender thread of its own
-//! (`tallyd-http-N`) does the HTTP work through the shared [`HttpClient`], so a slow or
-//! dead endpoint never delays the backend thread, the flush or the other backends. Failed
-//! attempts are retried with exponential backoff; records wait, in order, in a queue bounded
-//! by count and by bytes that drops its oldest when full (counted as `dropped_records`). At
-//! shutdown the queue is sent until the flusher's deadline (less a small reserve), and what
-//! is left is reported.
+//! `write` only serializes the record and hands it to the shared sender
+//! ([`super::sender::Outbox`]): a thread of its own posts it through the agent's
+//! [`HttpClient`], so a slow or dead endpoint never delays the backend thread, the flush or
+//! the other backends. Every failed attempt is retried, in order, with backoff; the queue
+//! is bounded by count and bytes and drops its oldest when full.
 
-mod queue;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde::Deserialize;
 
-use self::queue::{PendingQueue, backoff_delay};
+use super::config::{BackendInvalid, raw, take_queue};
+use super::sender::http::{HttpTransport, RetryPolicy};
+use super::sender::{Outbox, QueueConfig};
 use super::{Backend, BackendError};
-use crate::config::HttpConfig;
-use crate::http::{HttpClient, display_url, gzip};
+use crate::http::{HttpClient, gzip};
 use crate::record::Record;
 use crate::telemetry::Telemetry;
 
 const NAME: &str = "http";
 
-/// Numbers the sender threads: `tallyd-http-0`, `tallyd-http-1`, …
-static SENDERS: AtomicUsize = AtomicUsize::new(0);
+/// The HTTP push backend's settings.
+#[derive(Clone, PartialEq)]
+pub struct HttpConfig {
+    /// An http:// or https:// URL.
+    pub url: String,
+    pub gzip: bool,
+    /// Checked names and values, `${VAR}`s expanded.
+    pub headers: Vec<(String, String)>,
+    /// Timeout, queue bounds and retry delays.
+    pub queue: QueueConfig,
+}
 
-/// Queues records for its sender thread.
-pub struct HttpBackend {
-    shared: Arc<Shared>,
-    gzip: bool,
-    telemetry: Arc<Telemetry>,
+impl fmt::Debug for HttpConfig {
+    /// Header values may be secrets: only their names are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpConfig")
+            .field("url", &crate::http::display_url(&self.url))
+            .field("gzip", &self.gzip)
+            .field("header_names", &header_names)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+/// `kind = "http"` as the file spells it, less the queue keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpConfig {
     url: String,
-    max_pending_bytes: u64,
-    /// A record larger than `max_pending_bytes` was logged (once is enough).
-    oversize_logged: bool,
-    shutdown_timeout: Duration,
-    sender: Option<JoinHandle<()>>,
-    /// Disconnects when the sender thread ends.
-    sender_done_rx: Receiver<()>,
+    #[serde(default)]
+    gzip: bool,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
 }
 
-/// What the backend and its sender share.
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled on a new record, on close and on abandon.
-    wake: Condvar,
+/// Validates an http entry.
+///
+/// # Errors
+/// What is wrong, at its key.
+pub(super) fn validate(mut table: toml::Table) -> Result<HttpConfig, BackendInvalid> {
+    let queue = take_queue(&mut table)?;
+    let RawHttpConfig { url, gzip, headers } = raw(table)?;
+    crate::http::check_url(&url).map_err(|e| BackendInvalid::at("url", e))?;
+    Ok(HttpConfig {
+        url,
+        gzip,
+        headers: check_headers(headers)?,
+        queue,
+    })
 }
 
-struct State {
-    queue: PendingQueue<Vec<u8>>,
-    /// The sender holds a record out of the queue for an attempt.
-    on_the_wire: bool,
-    /// Set by `close`: send what is queued until then, then stop.
-    deadline: Option<Instant>,
-    /// Stop now: `close` has reported what is left, or the backend was dropped.
-    abandoned: bool,
-    /// Records dropped since start, for the log.
-    dropped: u64,
+/// Expands `${VAR}`s in header values and checks every header.
+///
+/// # Errors
+/// An unset variable or a bad header, at the header's value.
+pub fn check_headers(
+    headers: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, BackendInvalid> {
+    let mut checked = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let at_header = |e| BackendInvalid::at_sub("headers", &name, e);
+        let value = crate::config::expand_env(&value).map_err(at_header)?;
+        crate::http::check_header(&name, &value).map_err(at_header)?;
+        checked.push((name, value));
+    }
+    Ok(checked)
+}
+
+/// Serializes records into its outbox.
+pub struct HttpBackend {
+    outbox: Outbox,
+    gzip: bool,
 }
 
 impl HttpBackend {
-    /// Starts the sender thread for `config`, posting through `client`. `shutdown_timeout`
-    /// sizes the reserve `close` keeps before the shutdown deadline.
+    /// Starts the sender for `config`, posting through `client`. `shutdown_timeout` sizes
+    /// the reserve `close` keeps before the shutdown deadline.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
@@ -75,45 +109,19 @@ impl HttpBackend {
         telemetry: Arc<Telemetry>,
         shutdown_timeout: Duration,
     ) -> Result<HttpBackend, BackendError> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                queue: PendingQueue::new(config.max_pending, config.max_pending_bytes),
-                on_the_wire: false,
-                deadline: None,
-                abandoned: false,
-                dropped: 0,
-            }),
-            wake: Condvar::new(),
-        });
-        let (done_tx, sender_done_rx) = crossbeam_channel::bounded::<()>(0);
-        let sender = Sender {
-            shared: shared.clone(),
+        let transport = HttpTransport {
             client,
-            config: config.clone(),
-            url: display_url(&config.url),
-            telemetry: telemetry.clone(),
+            url: config.url.clone(),
+            headers: config.headers.clone(),
+            fixed: Vec::new(),
+            content_type: "application/json",
+            content_encoding: config.gzip.then_some("gzip"),
+            policy: RetryPolicy::Always,
         };
-        let name = format!("tallyd-http-{}", SENDERS.fetch_add(1, Ordering::Relaxed));
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                let _done_tx = done_tx;
-                sender.run();
-            })
-            .map_err(|source| BackendError::Io {
-                backend: NAME,
-                source,
-            })?;
+        let outbox = Outbox::spawn(NAME, transport, &config.queue, telemetry, shutdown_timeout)?;
         Ok(HttpBackend {
-            shared,
+            outbox,
             gzip: config.gzip,
-            telemetry,
-            url: display_url(&config.url),
-            max_pending_bytes: config.max_pending_bytes,
-            oversize_logged: false,
-            shutdown_timeout,
-            sender: Some(thread),
-            sender_done_rx,
         })
     }
 
@@ -121,14 +129,6 @@ impl HttpBackend {
         let json = serde_json::to_vec(record)?;
         if self.gzip { gzip(&json) } else { Ok(json) }
     }
-}
-
-/// Until when `close` sends: the flusher's shutdown `deadline` less a small reserve (a
-/// twentieth of the shutdown timeout, at most 0.2 s), so the report of what is left is
-/// logged before the flusher stops waiting for this backend.
-fn sending_deadline(deadline: Instant, shutdown_timeout: Duration) -> Instant {
-    let reserve = (shutdown_timeout / 20).min(Duration::from_millis(200));
-    deadline.checked_sub(reserve).unwrap_or(deadline)
 }
 
 impl Backend for HttpBackend {
@@ -141,219 +141,18 @@ impl Backend for HttpBackend {
             backend: NAME,
             source,
         })?;
-        let size = body.len() as u64;
-        if size > self.max_pending_bytes && !self.oversize_logged {
-            self.oversize_logged = true;
-            tracing::warn!(
-                backend = NAME,
-                url = %self.url,
-                record_bytes = size,
-                max_pending_bytes = self.max_pending_bytes,
-                "http record over max_pending_bytes: sent, but waits alone (older ones dropped)"
-            );
-        }
-        let mut state = self.shared.lock();
-        for _ in state.queue.push(body) {
-            count_drop(&mut state, &self.telemetry, &self.url);
-        }
-        drop(state);
-        self.shared.wake.notify_all();
+        self.outbox.push(body);
         Ok(())
     }
 
     fn close(&mut self, deadline: Instant) -> Result<(), BackendError> {
-        let deadline = sending_deadline(deadline, self.shutdown_timeout);
-        self.shared.lock().deadline = Some(deadline);
-        self.shared.wake.notify_all();
-        let finished = matches!(
-            self.sender_done_rx.recv_deadline(deadline),
-            Err(RecvTimeoutError::Disconnected)
-        );
-        let unsent = self.shared.abandon();
-        if finished && let Some(thread) = self.sender.take() {
-            let _ = thread.join();
-        }
-        match unsent {
-            0 => Ok(()),
-            unsent => Err(BackendError::Unsent {
-                backend: NAME,
-                unsent,
-            }),
-        }
+        self.outbox.close(deadline)
     }
-}
-
-impl Drop for HttpBackend {
-    /// A backend dropped without `close` (the agent was not shut down) stops its sender.
-    fn drop(&mut self) {
-        self.shared.abandon();
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Tells the sender to stop; returns the records it leaves unsent.
-    fn abandon(&self) -> usize {
-        let mut state = self.lock();
-        state.abandoned = true;
-        let unsent = state.queue.len() + usize::from(state.on_the_wire);
-        drop(state);
-        self.wake.notify_all();
-        unsent
-    }
-
-    /// Waits for the oldest record and takes it out for an attempt, with the shutdown
-    /// deadline if closing. None when the sender should stop.
-    fn next(&self) -> Option<(Vec<u8>, Option<Instant>)> {
-        let mut state = self.lock();
-        loop {
-            if state.abandoned || state.deadline.is_some_and(|d| Instant::now() >= d) {
-                return None;
-            }
-            if let Some(body) = state.queue.take() {
-                state.on_the_wire = true;
-                return Some((body, state.deadline));
-            }
-            if state.deadline.is_some() {
-                return None;
-            }
-            state = self
-                .wake
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// Waits `delay` before the next attempt; cut short when closing begins (the final
-    /// attempts should not sit out a long backoff) and at the shutdown deadline.
-    fn pause(&self, delay: Duration) {
-        let until = Instant::now() + delay;
-        let mut state = self.lock();
-        let was_closing = state.deadline.is_some();
-        loop {
-            if state.abandoned || state.deadline.is_some() != was_closing {
-                return;
-            }
-            let end = state.deadline.map_or(until, |deadline| deadline.min(until));
-            let Some(left) = end
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            else {
-                return;
-            };
-            state = self
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-/// Counts and logs a record dropped because the queue was full (by count or by bytes).
-fn count_drop(state: &mut State, telemetry: &Telemetry, url: &str) {
-    state.dropped += 1;
-    telemetry.dropped_record();
-    tracing::warn!(
-        backend = NAME,
-        url,
-        dropped_since_start = state.dropped,
-        pending = state.queue.len(),
-        pending_bytes = state.queue.bytes(),
-        "http queue full (max_pending or max_pending_bytes): dropped the oldest record"
-    );
-}
-
-/// The sender thread: posts the queued records in order, retrying failures with backoff.
-struct Sender {
-    shared: Arc<Shared>,
-    client: HttpClient,
-    config: HttpConfig,
-    /// The URL as logs show it.
-    url: String,
-    telemetry: Arc<Telemetry>,
-}
-
-impl Sender {
-    fn run(self) {
-        let mut failures = 0u32;
-        while let Some((body, deadline)) = self.shared.next() {
-            let timeout = deadline.map_or(self.config.timeout, |deadline| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                self.config.timeout.min(left)
-            });
-            let config = &self.config;
-            let result =
-                self.client
-                    .post_json(&config.url, &config.headers, &body, config.gzip, timeout);
-            match result {
-                Ok(_) => {
-                    self.shared.lock().on_the_wire = false;
-                    if failures > 0 {
-                        tracing::info!(backend = NAME, url = %self.url, failures, "http endpoint accepts records again");
-                    }
-                    failures = 0;
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    self.telemetry.backend_error();
-                    if failures == 1 {
-                        tracing::warn!(backend = NAME, error = %e, "http post failed; retrying with backoff");
-                    } else {
-                        tracing::debug!(backend = NAME, error = %e, failures, "http post failed again");
-                    }
-                    self.give_back(body);
-                    let delay =
-                        backoff_delay(config.retry_initial, config.retry_max, failures, jitter());
-                    self.shared.pause(delay);
-                }
-            }
-        }
-    }
-
-    fn give_back(&self, body: Vec<u8>) {
-        let mut state = self.shared.lock();
-        state.on_the_wire = false;
-        if state.queue.give_back(body).is_some() {
-            count_drop(&mut state, &self.telemetry, &self.url);
-        }
-    }
-}
-
-/// A number in [0, 1) that differs between calls and between agents.
-fn jitter() -> f64 {
-    use std::hash::BuildHasher;
-    let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_in_the_unit_interval() {
-        for _ in 0..1000 {
-            let j = jitter();
-            assert!((0.0..1.0).contains(&j), "{j}");
-        }
-    }
-
-    #[test]
-    fn sending_stops_a_small_reserve_before_the_flushers_deadline() {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let stop = |ms| {
-            deadline
-                .duration_since(sending_deadline(deadline, Duration::from_millis(ms)))
-                .as_millis()
-        };
-        assert_eq!(stop(10_000), 200);
-        assert_eq!(stop(1_000), 50);
-        assert_eq!(stop(0), 0);
-    }
 
     /// An endpoint that accepts connections (into the listen backlog) and never answers.
     fn hanging_endpoint() -> (std::net::TcpListener, String) {
@@ -384,12 +183,8 @@ mod tests {
         // answers, are reported unsent at once.
         let (_endpoint, url) = hanging_endpoint();
         let (mut backend, _) = backend_for(&url, Duration::from_secs(3600));
-        {
-            let mut state = backend.shared.lock();
-            state.queue.push(b"{}".to_vec());
-            state.queue.push(b"[]".to_vec());
-        }
-        backend.shared.wake.notify_all();
+        backend.outbox.push(b"{}".to_vec());
+        backend.outbox.push(b"[]".to_vec());
         let (report_tx, report_rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
             let _ = report_tx.send(backend.close(Instant::now()));

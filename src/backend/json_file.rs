@@ -8,9 +8,57 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use serde::Deserialize;
+
+use super::config::{BackendInvalid, raw};
 use super::{Backend, BackendError};
-use crate::config::JsonFileConfig;
 use crate::record::Record;
+
+/// The JSON Lines file backend's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonFileConfig {
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept: `path.1` … `path.keep`.
+    pub keep: usize,
+}
+
+/// `kind = "json_file"` as the file spells it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJsonFileConfig {
+    path: PathBuf,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u64,
+    #[serde(default = "default_keep")]
+    keep: usize,
+}
+
+fn default_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+/// Validates a json_file entry.
+///
+/// # Errors
+/// A missing path, an unknown key or a wrong type.
+pub(super) fn validate(table: toml::Table) -> Result<JsonFileConfig, BackendInvalid> {
+    let RawJsonFileConfig {
+        path,
+        max_bytes,
+        keep,
+    } = raw(table)?;
+    Ok(JsonFileConfig {
+        path,
+        max_bytes,
+        keep,
+    })
+}
 
 const NAME: &str = "json_file";
 

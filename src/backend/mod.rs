@@ -3,9 +3,11 @@
 //! skipped for it, counted and logged. A new backend is one file implementing [`Backend`].
 
 mod capture;
+pub mod config;
 mod console;
-mod http;
-mod json_file;
+pub mod http;
+pub mod json_file;
+pub mod sender;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

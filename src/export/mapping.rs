@@ -201,6 +201,10 @@ impl Mapping {
 /// statsd_exporter's `EscapeMetricName` differs in one corner: it turns a run of dashes into
 /// one `_` (`a--b` -> `a_b`, here `a__b`); the README says so.
 pub fn escape_metric_name(name: &str) -> String {
+    if name.is_empty() {
+        // Nothing to name the series by: the caller drops it.
+        return String::new();
+    }
     super::name::escaped(name)
 }
 

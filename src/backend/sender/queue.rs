@@ -1,4 +1,4 @@
-//! The HTTP backend's pure parts: the bounded queue of pending records, which drops the
+//! The sender's pure parts: the bounded queue of pending payloads, which drops the
 //! oldest when full (by count or by bytes), and the retry delay (exponential backoff with
 //! jitter). No threads, no clock: the sender in the parent module drives them.
 
@@ -73,6 +73,11 @@ impl<T: AsRef<[u8]>> PendingQueue<T> {
     /// Records waiting.
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 
     /// The waiting records' bytes, together.
