@@ -322,6 +322,37 @@ impl Flusher {
     }
 }
 
+/// The record one flush makes of `datagram` (StatsD lines), built through the real path:
+/// a router folds the lines into fresh shards, and the flusher's own code turns their
+/// snapshots into figures. For the tests and benches of the outputs.
+#[doc(hidden)]
+pub fn record_from_datagram(config: &Config, datagram: &str) -> Record {
+    use crate::aggregate::{KeyEncoder, new_shards};
+    let aggregation = Arc::new(config.aggregation.clone());
+    let telemetry = Arc::new(Telemetry::default());
+    let shards = new_shards(&aggregation, &telemetry);
+    let encoder = KeyEncoder::new(aggregation.global_tags.clone().into());
+    let mut router = crate::server::Router::new(encoder, shards.clone(), telemetry.clone());
+    router.handle_packet(datagram.as_bytes());
+    router.flush();
+    let notifiers = crate::alert::notifier::Notifiers::start(
+        &[],
+        &crate::http::HttpClient::new(),
+        telemetry.clone(),
+    )
+    .unwrap_or_else(|e| panic!("no notifier thread to start: {e}"));
+    let alerter = Alerter::new(Vec::new(), 1, notifiers);
+    let mut flusher = Flusher::new(
+        Arc::new(config.clone()),
+        shards,
+        alerter,
+        Vec::new(),
+        telemetry,
+    );
+    let snapshots = flusher.collect();
+    flusher.build(snapshots)
+}
+
 fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -7,6 +7,7 @@
 pub mod exposition;
 pub mod mapping;
 pub mod name;
+pub mod series;
 pub mod view;
 
 use std::path::PathBuf;

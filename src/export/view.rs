@@ -43,7 +43,7 @@ pub(super) struct SeriesMap {
 
 /// The exported family kind of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum FamilyKind {
+pub enum FamilyKind {
     Counter,
     Gauge,
     Summary,

@@ -1,0 +1,195 @@
+//! The exported series of a [`View`], one at a time, for the outputs that build their own
+//! wire format from them (remote write, OTLP): the same names, labels, merging and
+//! cumulative totals `/metrics` writes.
+
+use crate::aggregate::distribution::Shape;
+use crate::export::name;
+use crate::export::view::{CONFLICT, FamilyKind, INDEX, MERGE, View, bucket_observation};
+use crate::record::{Figures, Metric};
+
+/// One exported series.
+#[derive(Debug, Clone)]
+pub struct ExportedSeries<'v> {
+    pub kind: FamilyKind,
+    /// The family name: escaped or mapped, with `_total` for a counter.
+    pub name: String,
+    /// Mapped labels, then the tags (keys escaped) that no mapped label shadows.
+    pub labels: Vec<(String, String)>,
+    /// The StatsD series the figures of the last interval come from (the last of those
+    /// that merged into this one, in record order).
+    pub metric: &'v Metric,
+    /// A counter's running total; a summary's or histogram's running `_sum` (exported
+    /// unit) and `_count`.
+    pub total: f64,
+    pub sum: f64,
+    pub count: f64,
+    /// What a value is divided by for the exported unit (1000 for `ms` timers).
+    pub divisor: f64,
+    /// A histogram's running counts: (upper bound, cumulative count), `+Inf` left out.
+    pub buckets: Vec<(f64, f64)>,
+    /// A summary's quantiles of the last interval (quantile, value in the exported unit);
+    /// NaN for an idle series.
+    pub quantiles: Vec<(f64, f64)>,
+}
+
+impl View {
+    /// Calls `f` for every exported series, grouped by family, duplicates merged.
+    pub fn for_each_series(&self, mut f: impl FnMut(&ExportedSeries<'_>)) {
+        let record = self.record();
+        let percentiles: Vec<(usize, f64)> = record
+            .distribution
+            .percentiles
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.value() > 0.0)
+            .map(|(i, p)| (i, p.value() / 100.0))
+            .collect();
+        let mut at = 0;
+        let mut rows: Vec<usize> = Vec::new();
+        while at < self.order.len() {
+            let end = at
+                + 1
+                + self.order[at + 1..]
+                    .iter()
+                    .take_while(|e| *e & MERGE != 0 && *e & CONFLICT == 0)
+                    .count();
+            rows.clear();
+            rows.extend(
+                self.order[at..end]
+                    .iter()
+                    .filter(|e| *e & CONFLICT == 0)
+                    .map(|e| (e & INDEX) as usize),
+            );
+            at = end;
+            let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
+                continue;
+            };
+            let series = self.series(&rows, first, last, &percentiles);
+            f(&series);
+        }
+    }
+
+    fn series(
+        &self,
+        rows: &[usize],
+        first: usize,
+        last: usize,
+        percentiles: &[(usize, f64)],
+    ) -> ExportedSeries<'_> {
+        let metric = &self.record().metrics[last];
+        let (base, mapped) = self.base(first);
+        let mut name = if mapped {
+            base.to_string()
+        } else {
+            name::escaped(base)
+        };
+        let kind = crate::export::view::family_kind(metric);
+        if kind == FamilyKind::Counter {
+            name.push_str(name::counter_suffix_of(base, mapped));
+        }
+        let mapped_labels = self.mapped_labels(first);
+        let mut labels: Vec<(String, String)> = mapped_labels.to_vec();
+        for (key, value) in self.record().metrics[first].key.tags() {
+            if !mapped_labels
+                .iter()
+                .any(|(k, _)| name::same_escaped(k, key))
+            {
+                labels.push((name::escaped(key), value.to_string()));
+            }
+        }
+        let divisor = crate::export::divisor(metric.kind());
+        let total: f64 = rows.iter().map(|&i| self.totals[i].a).sum();
+        let count: f64 = rows.iter().map(|&i| self.totals[i].b).sum();
+        let mut series = ExportedSeries {
+            kind,
+            name,
+            labels,
+            metric,
+            total,
+            sum: total,
+            count,
+            divisor,
+            buckets: Vec::new(),
+            quantiles: Vec::new(),
+        };
+        if let Figures::Dist { figures, .. } = &metric.figures {
+            match figures.observed().map(|o| &o.plan.shape) {
+                Some(Shape::Buckets(bounds)) => {
+                    let mut counts = vec![0.0; bounds.len()];
+                    for &i in rows {
+                        let Some(observed) = bucket_observation(&self.record().metrics[i]) else {
+                            continue;
+                        };
+                        if observed.values.len() != bounds.len() {
+                            continue;
+                        }
+                        let start = self.bucket_offsets.get(i).copied().unwrap_or(0) as usize;
+                        for (c, v) in counts.iter_mut().zip(&self.buckets[start..]) {
+                            *c += v;
+                        }
+                    }
+                    series.buckets = bounds.iter().copied().zip(counts).collect();
+                }
+                Some(Shape::Quantiles(qs)) => {
+                    let values = figures.observed().map(|o| &o.values[..]).unwrap_or(&[]);
+                    series.quantiles = qs
+                        .iter()
+                        .zip(values)
+                        .map(|(q, v)| (*q, if metric.active() { *v } else { f64::NAN }))
+                        .collect();
+                }
+                None => {
+                    let median = figures.median().map_or(f64::NAN, |m| m / divisor);
+                    series.quantiles.push((0.5, median));
+                    for &(p, q) in percentiles {
+                        let v = figures.percentile_bounds().nth(p).flatten();
+                        series
+                            .quantiles
+                            .push((q, v.map_or(f64::NAN, |v| v / divisor)));
+                    }
+                }
+            }
+        }
+        series
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::Config;
+    use crate::export::view::View;
+
+    /// A view of one record built by the real flush path.
+    fn view_of(lines: &str, toml: &str) -> View {
+        let config = Config::from_toml(toml, std::path::Path::new("t.toml")).expect("valid");
+        let record = crate::flush::record_from_datagram(&config, lines);
+        View::build(None, Arc::new(record), &config.prometheus)
+    }
+
+    #[test]
+    fn series_carry_names_labels_totals_and_quantiles() {
+        let view = view_of(
+            "a.b:2|c|#env:prod\na_b:3|c|#env:prod\nlat:100|ms\nlat:300|ms\n",
+            "[aggregation]\npercentiles = [90]\n",
+        );
+        let mut seen = Vec::new();
+        view.for_each_series(|s| {
+            seen.push((
+                s.name.clone(),
+                s.labels.clone(),
+                s.total,
+                s.count,
+                s.quantiles.clone(),
+            ))
+        });
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(seen[0].0, "a_b_total");
+        assert_eq!(seen[0].1, [("env".to_string(), "prod".to_string())]);
+        assert_eq!(seen[0].2, 5.0, "the two StatsD series merged");
+        assert_eq!(seen[1].0, "lat");
+        assert_eq!(seen[1].3, 2.0);
+        assert_eq!(seen[1].4, [(0.5, 0.2), (0.9, 0.3)]);
+    }
+}
