@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::aggregate::{KeyEncoder, LocalHandle, LocalTable, new_shards};
 use crate::alert::Alerter;
 use crate::alert::notifier::Notifiers;
+use crate::api::{ApiFeed, ApiState, ReloadRequest};
 use crate::backend::{self, Backend, BackendHandle};
-use crate::config::Config;
-use crate::flush::{Command, Flusher};
+use crate::config::{BackendConfig, Config};
+use crate::flush::{Command, Flusher, Reload};
 use crate::http::HttpClient;
 use crate::server::{Router, tcp, udp, unix};
 use crate::telemetry::Telemetry;
@@ -39,6 +40,11 @@ pub enum StartError {
 
 /// A started agent. Dropping it without [`Running::shutdown`] leaves its threads running.
 pub struct Running {
+    api_addr: Option<SocketAddr>,
+    api_state: Option<Arc<ApiState>>,
+    stop_api: watch::Sender<bool>,
+    api_task: Option<tokio::task::JoinHandle<()>>,
+    reload_tx: mpsc::Sender<ReloadRequest>,
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     unix_paths: Vec<PathBuf>,
@@ -56,8 +62,39 @@ pub struct Running {
 /// # Errors
 /// When a listener, backend or thread cannot start.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let running = start(config, Vec::new()).await?;
+    run_from(config, None, shutdown).await
+}
+
+/// Runs the agent until `shutdown` completes, re-reading `config_path` (when given) on
+/// SIGHUP and `POST /-/reload`.
+///
+/// # Errors
+/// When a listener, backend or thread cannot start.
+pub async fn run_from(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let running = start_from(config, config_path, Vec::new()).await?;
+    let reload_tx = running.reload_sender();
+    let hangups = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload through POST /-/reload only");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config");
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if reload_tx.send(reply_tx).await.is_err() {
+                return;
+            }
+            // The reloader logs the outcome.
+            let _ = reply_rx.await;
+        }
+    });
     shutdown.await;
+    hangups.abort();
     tracing::info!("shutting down: draining and running the final flush");
     running.shutdown().await;
     Ok(())
@@ -68,8 +105,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// # Errors
 /// When a listener, backend or thread cannot start.
 pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Running, StartError> {
+    start_from(config, None, extra).await
+}
+
+/// [`start`], with the config file that reloads re-read (none: reloads are refused).
+///
+/// # Errors
+/// When a listener, backend or thread cannot start.
+pub async fn start_from(
+    config: Config,
+    config_path: Option<PathBuf>,
+    mut extra: Vec<Box<dyn Backend>>,
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let telemetry = Arc::new(Telemetry::default());
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+
+    // The API's listener is bound first of all, with the others, so a taken port fails fast.
+    let mut api = None;
+    if let Some(addr) = config.api.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(listen_error("http", addr))?;
+        let state = Arc::new(ApiState::new(
+            config.api.token.clone(),
+            config.prometheus.clone(),
+            telemetry.clone(),
+            config_path.is_some().then(|| reload_tx.clone()),
+            config.api.stream_queue,
+        ));
+        extra.push(Box::new(ApiFeed::new(state.clone())));
+        api = Some((listener, state));
+    }
 
     // One HTTP client (one connection pool) for everything that posts.
     let http = HttpClient::new();
@@ -78,11 +145,12 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
         telemetry: &telemetry,
         shutdown_timeout: config.server.shutdown_timeout,
     };
-    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    let mut backends: Vec<(Option<BackendConfig>, Box<dyn Backend>)> = Vec::new();
     for backend_config in &config.backends {
-        backends.push(backend::build(backend_config, &context)?);
+        let backend = backend::build(backend_config, &context)?;
+        backends.push((Some(backend_config.clone()), backend));
     }
-    backends.extend(extra);
+    backends.extend(extra.into_iter().map(|backend| (None, backend)));
 
     // Bind everything before starting threads, so a bad address fails fast and cleanly.
     let server = &config.server;
@@ -210,8 +278,11 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
     }
 
     let mut handles = Vec::new();
-    for backend in backends {
-        handles.push(BackendHandle::spawn(backend, telemetry.clone())?);
+    for (backend_config, backend) in backends {
+        handles.push((
+            backend_config,
+            BackendHandle::spawn(backend, telemetry.clone())?,
+        ));
     }
     // The webhook notifiers share the backends' HTTP client (and its connection pool).
     let notifiers = Notifiers::start(&config.notifiers, &http, telemetry.clone())?;
@@ -223,7 +294,41 @@ pub async fn start(config: Config, extra: Vec<Box<dyn Backend>>) -> Result<Runni
         .with_locals(locals)
         .spawn(flush_rx)?;
 
+    let (stop_api, stop_api_rx) = watch::channel(false);
+    let mut api_addr = None;
+    let mut api_state = None;
+    let mut api_task = None;
+    if let Some((listener, state)) = api {
+        let addr = listener.local_addr()?;
+        tracing::info!(http = %addr, "API listening");
+        api_addr = Some(addr);
+        // Every listener is bound by now.
+        state.set_ready();
+        api_task = Some(tokio::spawn(crate::api::serve(
+            listener,
+            state.clone(),
+            stop_api_rx,
+        )));
+        api_state = Some(state);
+    }
+    if let Some(path) = config_path {
+        let reloader = Reloader {
+            path,
+            current: config.clone(),
+            http,
+            telemetry: telemetry.clone(),
+            flush_tx: flush_tx.clone(),
+            api: api_state.clone(),
+        };
+        tokio::spawn(reloader.run(reload_rx));
+    }
+
     Ok(Running {
+        api_addr,
+        api_state,
+        stop_api,
+        api_task,
+        reload_tx,
         udp_addrs,
         tcp_addrs,
         unix_paths,
@@ -249,6 +354,36 @@ fn listen_error(
 }
 
 impl Running {
+    /// The bound API address (with the real port where the config said 0), if the API is on.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// The API's shared state, if the API is on.
+    pub fn api_state(&self) -> Option<&Arc<ApiState>> {
+        self.api_state.as_ref()
+    }
+
+    /// Where reload requests go (SIGHUP's and the API's way in).
+    pub fn reload_sender(&self) -> mpsc::Sender<ReloadRequest> {
+        self.reload_tx.clone()
+    }
+
+    /// Re-reads the config file now, as SIGHUP does.
+    ///
+    /// # Errors
+    /// The config error (file, line, column) when the file is invalid; or no config file.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.reload_tx
+            .send(reply_tx)
+            .await
+            .map_err(|_| "the agent has no config file to reload".to_string())?;
+        reply_rx
+            .await
+            .unwrap_or_else(|_| Err("the agent has no config file to reload".into()))
+    }
+
     /// The bound UDP addresses (with the real port where the config said 0).
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
@@ -281,6 +416,11 @@ impl Running {
     /// Stops receiving, drains the sockets into the shards, runs the final flush through every
     /// backend (each given until the shutdown deadline) and waits for all threads.
     pub async fn shutdown(self) {
+        // The API goes first: its answers would only grow stale.
+        let _ = self.stop_api.send(true);
+        if let Some(task) = self.api_task {
+            let _ = task.await;
+        }
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.stop_tcp.send(true);
         for task in self.tcp_tasks {
@@ -301,5 +441,148 @@ impl Running {
         })
         .await;
         tracing::info!("stopped");
+    }
+}
+
+/// Re-reads the config file on request (SIGHUP, `POST /-/reload`) and hands what changed to
+/// the flusher and the API; settings that need a restart keep their values, and the log
+/// says so.
+struct Reloader {
+    path: PathBuf,
+    /// The config in force.
+    current: Arc<Config>,
+    http: HttpClient,
+    telemetry: Arc<Telemetry>,
+    flush_tx: Sender<Command>,
+    api: Option<Arc<ApiState>>,
+}
+
+impl Reloader {
+    async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>) {
+        while let Some(reply) = requests.recv().await {
+            let outcome = self.reload().await;
+            self.telemetry.config_reload(outcome.is_ok());
+            match &outcome {
+                Ok(()) => tracing::info!(path = %self.path.display(), "config reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "config reload refused: the agent runs on unchanged");
+                }
+            }
+            let _ = reply.send(outcome);
+        }
+    }
+
+    async fn reload(&mut self) -> Result<(), String> {
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let old = self.current.clone();
+        warn_restart_only(&old, &loaded);
+
+        // Backends: unchanged entries keep running (and their queues); new ones start.
+        let mut remove = old.backends.clone();
+        let mut add_configs = Vec::new();
+        for backend in &loaded.backends {
+            match remove.iter().position(|b| b == backend) {
+                Some(at) => {
+                    remove.remove(at);
+                }
+                None => add_configs.push(backend.clone()),
+            }
+        }
+        let context = backend::BuildContext {
+            http: &self.http,
+            telemetry: &self.telemetry,
+            shutdown_timeout: old.server.shutdown_timeout,
+        };
+        let mut add = Vec::new();
+        for backend_config in add_configs {
+            let built = backend::build(&backend_config, &context).map_err(|e| e.to_string())?;
+            let handle =
+                BackendHandle::spawn(built, self.telemetry.clone()).map_err(|e| e.to_string())?;
+            add.push((backend_config, handle));
+        }
+        let alerter = if loaded.alerts == old.alerts && loaded.notifiers == old.notifiers {
+            None
+        } else {
+            let notifiers = Notifiers::start(&loaded.notifiers, &self.http, self.telemetry.clone())
+                .map_err(|e| e.to_string())?;
+            let interval_ms = old.aggregation.flush_interval.as_millis();
+            Some(Alerter::new(loaded.alerts.clone(), interval_ms, notifiers))
+        };
+        let mut aggregation = old.aggregation.clone();
+        aggregation.histograms = loaded.aggregation.histograms.clone();
+        if old.api.listen.is_some() {
+            aggregation.export = Some(Arc::new(crate::export::ExportPlan::new(
+                loaded.prometheus.clone(),
+            )));
+        }
+        let aggregation = Arc::new(aggregation);
+        let reload = Reload {
+            add,
+            remove,
+            alerter,
+            aggregation: aggregation.clone(),
+        };
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        self.flush_tx
+            .send(Command::Reload(Box::new(reload), done_tx))
+            .map_err(|_| "the agent is shutting down".to_string())?;
+        let _ = tokio::task::spawn_blocking(move || done_rx.recv()).await;
+        if let Some(api) = &self.api {
+            api.set_prometheus(loaded.prometheus.clone());
+        }
+        self.current = Arc::new(Config {
+            host: old.host.clone(),
+            server: old.server.clone(),
+            aggregation: (*aggregation).clone(),
+            backends: loaded.backends,
+            alerts: loaded.alerts,
+            notifiers: loaded.notifiers,
+            api: old.api.clone(),
+            prometheus: loaded.prometheus,
+        });
+        Ok(())
+    }
+}
+
+/// Logs each changed setting that only a restart applies.
+fn warn_restart_only(old: &Config, new: &Config) {
+    let (a, b) = (&old.aggregation, &new.aggregation);
+    let changed = [
+        ("host", old.host != new.host),
+        ("[server]", old.server != new.server),
+        ("[api]", old.api != new.api),
+        (
+            "aggregation.flush_interval_ms",
+            a.flush_interval != b.flush_interval,
+        ),
+        ("aggregation.shards", a.shards != b.shards),
+        (
+            "aggregation.percentiles",
+            a.distribution.percentiles != b.distribution.percentiles,
+        ),
+        (
+            "aggregation.exact_samples",
+            a.distribution.exact_samples != b.distribution.exact_samples,
+        ),
+        ("aggregation.gauge_deltas", a.gauge_deltas != b.gauge_deltas),
+        ("aggregation.series_ttl_ms", a.series_ttl != b.series_ttl),
+        ("aggregation.max_series", a.max_series != b.max_series),
+        (
+            "aggregation.exact_set_members",
+            a.exact_set_members != b.exact_set_members,
+        ),
+        ("aggregation.global_tags", a.global_tags != b.global_tags),
+    ];
+    for (setting, differs) in changed {
+        if differs {
+            tracing::warn!(
+                setting,
+                "reload: this setting needs a restart; keeping its old value"
+            );
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! The configuration: raw serde structs as the TOML file spells them, then one validation
 //! pass into [`Config`], the types the rest of the agent uses. Nothing downstream
-//! re-validates. Errors name the file, the line and column, and what is wrong.
+//! re-validates. Errors name the file, the line and column, and what is wrong. `TALLYD_*`
+//! environment variables override keys of the file ([`env`]); their errors name the variable.
+
+mod env;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,9 +13,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aggregate::distribution::{Bins, DistributionConfig, Percentile};
+use crate::aggregate::distribution::{Bins, DistributionConfig, Observe, Percentile};
 use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
+use crate::api::{ApiConfig, RawApiConfig};
+use crate::export::{ExportPlan, PrometheusConfig, RawPrometheusConfig};
 use crate::glob::Glob;
+use crate::protocol::MetricKind;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,9 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
+    /// A `TALLYD_*` override that names no key, or whose value does not fit its key.
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
 }
 
 /// The validated configuration.
@@ -43,10 +52,14 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
     /// Webhook notifiers that alert rules name in `notify`.
     pub notifiers: Vec<NotifierConfig>,
+    /// The HTTP API (`[api]`).
+    pub api: ApiConfig,
+    /// Prometheus names, mapping and timer type (`[prometheus]`).
+    pub prometheus: PrometheusConfig,
 }
 
 /// A webhook notifier: each alert event is POSTed to `url`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NotifierConfig {
     pub name: String,
     pub url: String,
@@ -70,7 +83,7 @@ pub enum WebhookFormat {
 }
 
 /// Listeners and the receive path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
@@ -118,9 +131,18 @@ pub struct AggregationConfig {
     /// Sorted by key, keys unique.
     pub global_tags: Vec<(String, String)>,
     pub histograms: Vec<HistogramRule>,
+    /// What Prometheus-style outputs need observed per series; `None` when none is on.
+    pub export: Option<Arc<crate::export::ExportPlan>>,
 }
 
 impl AggregationConfig {
+    /// What the export plan observes for a new series (`None` without a plan or for
+    /// counters, gauges and sets).
+    pub fn observe_for(&self, name: &str, kind: MetricKind) -> Option<Arc<Observe>> {
+        let plan = self.export.as_ref()?;
+        plan.observe_for(name, kind, self.bins_for(name).map(|b| &**b))
+    }
+
     /// The bins of the first histogram rule whose pattern matches `name`.
     pub fn bins_for(&self, name: &str) -> Option<&Arc<Bins>> {
         self.histograms
@@ -138,7 +160,7 @@ pub struct HistogramRule {
 }
 
 /// One configured backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     Console { json: bool },
     JsonFile(JsonFileConfig),
@@ -157,7 +179,7 @@ impl BackendConfig {
 }
 
 /// The JSON Lines file backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JsonFileConfig {
     pub path: PathBuf,
     pub max_bytes: u64,
@@ -165,7 +187,7 @@ pub struct JsonFileConfig {
 }
 
 /// The HTTP push backend.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct HttpConfig {
     /// An http:// or https:// URL.
     pub url: String,
@@ -205,30 +227,60 @@ impl Default for Config {
     /// The built-in defaults: UDP 127.0.0.1:8125, 10 s flush, console backend.
     fn default() -> Config {
         let raw: RawConfig = toml::from_str("").unwrap_or_else(|e| unreachable!("{e}"));
-        raw.validate()
+        raw.validate(None)
             .unwrap_or_else(|e| unreachable!("defaults are valid: {}", e.message))
     }
 }
 
 impl Config {
-    /// Reads and validates a TOML file.
+    /// Reads and validates a TOML file, with the process's `TALLYD_*` environment
+    /// overrides applied (see [`Config::from_toml_with_env`]).
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the file, and for content errors the line and column.
+    /// A [`ConfigError`] naming the file, and for content errors the line and column; or
+    /// naming the environment variable at fault.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text, path)
+        Config::from_toml_with_env(&text, path, env::process_env()?)
     }
 
-    /// Validates TOML text; `path` is used in error messages only.
+    /// The built-in defaults with the process's `TALLYD_*` environment overrides applied:
+    /// the configuration when no file is given.
+    ///
+    /// # Errors
+    /// [`ConfigError::Env`] naming the variable at fault.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_toml_with_env("", Path::new("(built-in defaults)"), env::process_env()?)
+    }
+
+    /// Validates TOML text, with no environment overrides; `path` is used in error messages
+    /// only.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] with the line and column of the problem.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
+        Config::from_toml_with_env(text, path, std::iter::empty())
+    }
+
+    /// Validates TOML text with the `TALLYD_*` variables among `env` overriding its keys;
+    /// other variables are ignored. `TALLYD_<SECTION>_<KEY>` sets `<key>` of `[<section>]`
+    /// and `TALLYD_<KEY>` a top-level key (the name after `TALLYD_` lowercased); the value is
+    /// read as a TOML value, or as a string when it is not one. Keys inside tables and arrays
+    /// of tables (`[[backends]]`, `global_tags` entries) cannot be named. See [`env`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with the line and column of a problem in the text;
+    /// [`ConfigError::Env`] for a `TALLYD_*` variable that names no key, or whose value
+    /// has the wrong type or fails validation.
+    pub fn from_toml_with_env(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let in_file = |span: Option<std::ops::Range<usize>>, message: String| {
             let (line, column) = line_column(text, span.map_or(0, |s| s.start));
             ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -237,21 +289,33 @@ impl Config {
                 message,
             }
         };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
-        raw.validate().map_err(|e| {
-            let span = e.span.or_else(|| key_span(text, &e.key));
-            invalid(span, e.message)
+        let root = toml::de::DeTable::parse(text)
+            .map_err(|e| in_file(e.span(), e.message().to_string()))?;
+        let overrides = env::Overrides::new(env, env::field_names::<RawConfig>(), text.len())?;
+        // An error's span is in the file's text, or in the region of the variable at fault.
+        let locate = |span: Option<std::ops::Range<usize>>, message: String| {
+            let var = span.as_ref().and_then(|s| overrides.var_at(s.start));
+            match var {
+                Some(var) => ConfigError::Env {
+                    var: var.to_string(),
+                    message,
+                },
+                None => in_file(span, message),
+            }
+        };
+        let (raw, document): (RawConfig, _) = overrides.deserialize(root, locate)?;
+        raw.validate(path.parent()).map_err(|e| {
+            let span = e.span.or_else(|| key_span(document.get_ref(), &e.key));
+            locate(span, e.message)
         })
     }
 }
 
-/// The span of the value at a key path (`backends`, 1, `url`), or of the deepest table on
-/// it that the file has, for values that serde reads without spans (those inside the
-/// internally tagged `[[backends]]`).
-fn key_span(text: &str, path: &[Key]) -> Option<std::ops::Range<usize>> {
-    let root = toml::de::DeTable::parse(text).ok()?;
-    let root = toml::de::DeValue::Table(root.into_inner());
+/// The span of the value at a key path (`backends`, 1, `url`) in the document, or of the
+/// deepest table on it that the document has, for values that serde reads without spans
+/// (those inside the internally tagged `[[backends]]`).
+fn key_span(root: &toml::de::DeTable<'_>, path: &[Key]) -> Option<std::ops::Range<usize>> {
+    let root = toml::de::DeValue::Table(root.clone());
     let mut value = &root;
     let mut span = None;
     for key in path {
@@ -338,6 +402,10 @@ struct RawConfig {
     alerts: Vec<RawAlert>,
     #[serde(default)]
     notifiers: Vec<RawNotifier>,
+    #[serde(default)]
+    api: RawApiConfig,
+    #[serde(default)]
+    prometheus: RawPrometheusConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -552,7 +620,8 @@ fn default_retry_max_ms() -> u64 {
 // ---- validation: raw -> Config ----------------------------------------------------------------
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, Invalid> {
+    /// `base`: the config file's folder, against which relative paths in it resolve.
+    fn validate(self, base: Option<&Path>) -> Result<Config, Invalid> {
         let backends = match self.backends {
             None => vec![BackendConfig::Console { json: false }],
             Some(list) => list
@@ -561,7 +630,18 @@ impl RawConfig {
                 .map(|(i, backend)| backend.validate(i))
                 .collect::<Result<_, _>>()?,
         };
-        let aggregation = self.aggregation.validate()?;
+        let mut aggregation = self.aggregation.validate()?;
+        let spanned = |(span, message): (std::ops::Range<usize>, String)| Invalid {
+            span: Some(span),
+            key: Vec::new(),
+            message,
+        };
+        let api = self.api.validate().map_err(spanned)?;
+        let prometheus = self.prometheus.validate(base).map_err(spanned)?;
+        if api.listen.is_some() {
+            // `/metrics` needs buckets and mapped quantiles observed at each flush.
+            aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
+        }
         let notifiers = validate_notifiers(self.notifiers)?;
         let mut alerts: Vec<AlertRule> = Vec::with_capacity(self.alerts.len());
         for raw in self.alerts {
@@ -580,6 +660,8 @@ impl RawConfig {
             backends,
             alerts,
             notifiers,
+            api,
+            prometheus,
         })
     }
 }
@@ -842,6 +924,7 @@ impl RawAggregation {
             exact_set_members: at_least_one(&self.exact_set_members, "exact_set_members")?,
             global_tags,
             histograms,
+            export: None,
         })
     }
 }
@@ -1012,7 +1095,9 @@ mod tests {
     #[test]
     fn the_example_config_loads_and_matches_the_built_in_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
-        let example = Config::load(&path).expect("config.toml.example is valid");
+        // Not `load`: the test's environment should not override the example.
+        let text = std::fs::read_to_string(&path).expect("read the example");
+        let example = Config::from_toml(&text, &path).expect("config.toml.example is valid");
         let defaults = Config::default();
         // Every key, through the whole tree: a default changed in one place and not the
         // other shows here.
@@ -1235,10 +1320,10 @@ mod tests {
     #[test]
     fn webhook_notifiers_resolve_and_expand_headers() {
         // SAFETY: tests in this module do not read this variable concurrently.
-        unsafe { std::env::set_var("TALLYD_CONFIG_TEST_TOKEN", "abc") };
+        unsafe { std::env::set_var("TEST_TALLYD_CONFIG_TOKEN", "abc") };
         let text = format!(
             "[[notifiers]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\
-             headers = {{ Authorization = \"Bearer ${{TALLYD_CONFIG_TEST_TOKEN}}\" }}\nformat = \"slack\"\n\
+             headers = {{ Authorization = \"Bearer ${{TEST_TALLYD_CONFIG_TOKEN}}\" }}\nformat = \"slack\"\n\
              {RULE}stat = \"count\"\nop = \">\"\nthreshold = 1\nnotify = [\"ops\", \"log\"]\n"
         );
         let config = parse(&text).expect("valid");

@@ -12,7 +12,7 @@ use crate::aggregate::distribution::{DistFigures, DistributionConfig};
 use crate::aggregate::{LocalHandle, RawData, RawMetric, ShardHandle, ShardSnapshot};
 use crate::alert::Alerter;
 use crate::backend::BackendHandle;
-use crate::config::Config;
+use crate::config::{AggregationConfig, BackendConfig, Config};
 use crate::record::{Figures, Metric, Record};
 use crate::server::udp::KernelDrops;
 use crate::telemetry::Telemetry;
@@ -33,6 +33,33 @@ pub enum Command {
     /// Final flush: drain the shards, flush, close the backends (waiting up to the deadline),
     /// then reply and stop.
     Final(Sender<()>),
+    /// A reloaded config's parts, taking effect from the next flush; reply once applied.
+    Reload(Box<Reload>, Sender<()>),
+}
+
+/// What a reload changes in the flusher (SPEC §8): every part is already built, so applying
+/// it cannot fail.
+pub struct Reload {
+    /// Backends the new config adds, started.
+    pub add: Vec<(BackendConfig, BackendHandle)>,
+    /// Backends the new config no longer has: they drain their queue (until the shutdown
+    /// timeout) and stop.
+    pub remove: Vec<BackendConfig>,
+    /// New alert rules and notifiers, when they changed.
+    pub alerter: Option<Alerter>,
+    /// The aggregation config with the new histogram bins and export plan, for the shards
+    /// from the next interval.
+    pub aggregation: Arc<AggregationConfig>,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reload")
+            .field("add", &self.add.len())
+            .field("remove", &self.remove)
+            .field("alerter", &self.alerter.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the flusher owns.
@@ -41,7 +68,10 @@ pub struct Flusher {
     shards: Vec<ShardHandle>,
     /// The receive threads' local tables, drained into the shards at every flush.
     locals: Vec<LocalHandle>,
-    backends: Vec<BackendHandle>,
+    /// Each backend with its config entry (`None` for those the agent adds, like the API's).
+    backends: Vec<(Option<BackendConfig>, BackendHandle)>,
+    /// A reloaded aggregation config for the shards, applied at the next snapshot.
+    pending: Option<Arc<AggregationConfig>>,
     telemetry: Arc<Telemetry>,
     distribution: Arc<DistributionConfig>,
     alerter: Option<Alerter>,
@@ -54,7 +84,7 @@ impl Flusher {
         config: Arc<Config>,
         shards: Vec<ShardHandle>,
         alerter: Alerter,
-        backends: Vec<BackendHandle>,
+        backends: Vec<(Option<BackendConfig>, BackendHandle)>,
         telemetry: Arc<Telemetry>,
     ) -> Flusher {
         let distribution = Arc::new(config.aggregation.distribution.clone());
@@ -63,6 +93,7 @@ impl Flusher {
             shards,
             locals: Vec::new(),
             backends,
+            pending: None,
             telemetry,
             distribution,
             alerter: Some(alerter),
@@ -113,6 +144,10 @@ impl Flusher {
                     self.flush(None);
                     let _ = done.send(());
                 }
+                Ok(Command::Reload(reload, done)) => {
+                    self.reload(*reload);
+                    let _ = done.send(());
+                }
                 Ok(Command::Final(done)) => {
                     self.finish();
                     let _ = done.send(());
@@ -136,7 +171,7 @@ impl Flusher {
         // waits for any of them, so a slow one does not eat the others' time.
         let closing: Vec<_> = std::mem::take(&mut self.backends)
             .into_iter()
-            .map(|backend| backend.start_close(deadline))
+            .map(|(_, backend)| backend.start_close(deadline))
             .collect();
         for backend in closing {
             backend.wait(deadline);
@@ -161,7 +196,7 @@ impl Flusher {
             self.kernel_drops.iter_mut().map(KernelDrops::take).sum();
         record.internal.flush_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let record = Arc::new(record);
-        for backend in &self.backends {
+        for (_, backend) in &self.backends {
             match last {
                 None => backend.send(record.clone(), &self.telemetry),
                 Some(deadline) => backend.send_final(record.clone(), deadline),
@@ -172,7 +207,7 @@ impl Flusher {
     /// Ends the interval: moves the local tables' shares into the shards, then takes each
     /// shard's snapshot. Each local table is held, with every shard, only while it is
     /// drained; its receive thread meanwhile sends its lines to the shards' batches.
-    fn collect(&self) -> Vec<ShardSnapshot> {
+    fn collect(&mut self) -> Vec<ShardSnapshot> {
         for local in &self.locals {
             // The same order as a receive thread's: its table, then a shard.
             let mut local = local.lock_first();
@@ -180,7 +215,45 @@ impl Flusher {
             local.drain(&mut shards);
         }
         self.telemetry.clear_local_series();
-        self.shards.iter().map(ShardHandle::snapshot).collect()
+        let pending = self.pending.take();
+        self.shards
+            .iter()
+            .map(|shard| shard.snapshot_reconfigure(pending.as_ref()))
+            .collect()
+    }
+
+    /// Applies a reload: backends added and removed (a removed one drains its queue on a
+    /// thread of its own, until the shutdown timeout), new alert rules, and the shards'
+    /// new bins from the next snapshot.
+    fn reload(&mut self, reload: Reload) {
+        let deadline = Instant::now() + self.config.server.shutdown_timeout;
+        for gone in &reload.remove {
+            let at = self
+                .backends
+                .iter()
+                .position(|(config, _)| config.as_ref() == Some(gone));
+            if let Some(at) = at {
+                let (_, backend) = self.backends.remove(at);
+                let closing = backend.start_close(deadline);
+                let _ = std::thread::Builder::new()
+                    .name("tallyd-backend-close".into())
+                    .spawn(move || closing.wait(deadline));
+            }
+        }
+        self.backends.extend(
+            reload
+                .add
+                .into_iter()
+                .map(|(config, handle)| (Some(config), handle)),
+        );
+        if let Some(alerter) = reload.alerter
+            && let Some(old) = self.alerter.replace(alerter)
+        {
+            let _ = std::thread::Builder::new()
+                .name("tallyd-alerts-close".into())
+                .spawn(move || old.close(deadline));
+        }
+        self.pending = Some(reload.aggregation);
     }
 
     fn build(&self, snapshots: Vec<ShardSnapshot>) -> Record {
@@ -211,6 +284,7 @@ impl Flusher {
             metrics,
             events,
             alerts: Vec::new(),
+            firing: Vec::new(),
             internal: Default::default(),
             distribution: self.distribution.clone(),
         }
@@ -225,14 +299,19 @@ impl Flusher {
                 active,
             },
             RawData::Dist(dist) => {
-                let (snapshot, bins) = *dist;
+                let (snapshot, bins, observe) = *dist;
                 Figures::Dist {
-                    figures: Box::new(snapshot.figures(&self.distribution, bins, interval_s)),
+                    figures: Box::new(snapshot.figures(
+                        &self.distribution,
+                        bins,
+                        observe.as_ref(),
+                        interval_s,
+                    )),
                     active: true,
                 }
             }
-            RawData::DistIdle => Figures::Dist {
-                figures: Box::new(DistFigures::idle()),
+            RawData::DistIdle(observe) => Figures::Dist {
+                figures: Box::new(DistFigures::idle_observed(observe.as_ref())),
                 active: false,
             },
         };

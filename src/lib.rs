@@ -1,6 +1,7 @@
 //! tallyd, a StatsD aggregation agent. Modules in the order data flows:
 //!
-//! - [`config`]: the TOML file, validated once into [`config::Config`].
+//! - [`config`]: the TOML file and its `TALLYD_*` environment overrides, validated once into
+//!   [`config::Config`].
 //! - [`protocol`]: the StatsD line grammar: bytes in, samples, events and checks out.
 //! - [`server`]: UDP, TCP and Unix listeners; each routes samples to their shard.
 //! - [`aggregate`]: shards owning the series and their interval state, folded into by the
@@ -16,9 +17,11 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod api;
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod export;
 pub mod flush;
 pub mod glob;
 pub mod http;

@@ -1,4 +1,4 @@
-//! The `tallyd` binary: command line, logging, config, then [`tallyd::app::run`] until
+//! The `tallyd` binary: command line, logging, config, then [`tallyd::app::run_from`] until
 //! SIGTERM or SIGINT.
 
 use std::io::IsTerminal;
@@ -15,10 +15,12 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Cli {
     /// The TOML configuration file; without it the built-in defaults apply (UDP
-    /// 127.0.0.1:8125, 10 s flush, console backend).
+    /// 127.0.0.1:8125, 10 s flush, console backend). Either way, TALLYD_<SECTION>_<KEY>
+    /// environment variables override keys (TALLYD_AGGREGATION_FLUSH_INTERVAL_MS=1000).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    /// Validate the configuration file, with the environment's overrides, and exit (0 valid,
+    /// 2 invalid).
     #[arg(long, value_name = "PATH", conflicts_with = "config")]
     check_config: Option<PathBuf>,
     /// Log level or filter (error, warn, info, debug, trace); overrides RUST_LOG.
@@ -42,17 +44,18 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match &cli.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("config error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
+    let loaded = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Config::from_env(),
     };
-    match run(config) {
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config, cli.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tallyd failed");
@@ -62,7 +65,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tallyd-io")
@@ -70,7 +73,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        tallyd::app::run(config, shutdown).await?;
+        tallyd::app::run_from(config, path, shutdown).await?;
         Ok(())
     })
 }

@@ -23,6 +23,9 @@ pub struct Record {
     pub metrics: Vec<Metric>,
     pub events: Vec<TaggedEvent>,
     pub alerts: Vec<AlertEvent>,
+    /// The (rule, series) pairs firing after this flush, as `firing` alert objects (for the
+    /// API and `tallyd_alerts_firing`; not part of the record's JSON).
+    pub firing: Vec<AlertEvent>,
     pub internal: Internal,
     /// Names the percentile figures of timers, histograms and distributions.
     pub distribution: Arc<DistributionConfig>,
@@ -189,18 +192,40 @@ impl Serialize for MetricJson<'_> {
     }
 }
 
-struct Metrics<'a>(&'a Record);
+/// Keeps a metric in a filtered view of the record.
+pub type MetricFilter<'a> = &'a (dyn Fn(&Metric) -> bool + Sync);
+
+struct Metrics<'a> {
+    record: &'a Record,
+    keep: Option<MetricFilter<'a>>,
+}
 
 impl Serialize for Metrics<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.metrics.len()))?;
-        for metric in &self.0.metrics {
+        let len = self.keep.is_none().then_some(self.record.metrics.len());
+        let mut seq = s.serialize_seq(len)?;
+        for metric in &self.record.metrics {
+            if self.keep.is_some_and(|keep| !keep(metric)) {
+                continue;
+            }
             seq.serialize_element(&MetricJson {
                 metric,
-                record: self.0,
+                record: self.record,
             })?;
         }
         seq.end()
+    }
+}
+
+/// The record's JSON with only the metrics `keep` accepts (the API's filters).
+pub struct Filtered<'a> {
+    pub record: &'a Record,
+    pub keep: MetricFilter<'a>,
+}
+
+impl Serialize for Filtered<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_record(self.record, Some(self.keep), s)
     }
 }
 
@@ -234,14 +259,22 @@ impl Serialize for TaggedEvent {
 
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(7))?;
-        map.serialize_entry("timestamp", &self.timestamp)?;
-        map.serialize_entry("interval_ms", &self.interval_ms)?;
-        map.serialize_entry("host", &self.host)?;
-        map.serialize_entry("metrics", &Metrics(self))?;
-        map.serialize_entry("events", &self.events)?;
-        map.serialize_entry("alerts", &self.alerts)?;
-        map.serialize_entry("internal", &self.internal)?;
-        map.end()
+        serialize_record(self, None, s)
     }
+}
+
+fn serialize_record<S: Serializer>(
+    record: &Record,
+    keep: Option<MetricFilter<'_>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(7))?;
+    map.serialize_entry("timestamp", &record.timestamp)?;
+    map.serialize_entry("interval_ms", &record.interval_ms)?;
+    map.serialize_entry("host", &record.host)?;
+    map.serialize_entry("metrics", &Metrics { record, keep })?;
+    map.serialize_entry("events", &record.events)?;
+    map.serialize_entry("alerts", &record.alerts)?;
+    map.serialize_entry("internal", &record.internal)?;
+    map.end()
 }

@@ -22,6 +22,9 @@ pub struct Telemetry {
     dropped_records: AtomicU64,
     backend_errors: AtomicU64,
     notifier_errors: AtomicU64,
+    config_reloads: AtomicU64,
+    config_reload_failures: AtomicU64,
+    stream_clients_dropped: AtomicU64,
     /// Live series across all shards; shards use it to enforce `max_series`.
     series: AtomicU64,
     /// Series the receive threads' local tables took in this interval, not yet in a shard:
@@ -72,6 +75,12 @@ pub struct Internal {
     pub backend_errors: u64,
     /// Alert events a webhook could not queue or deliver.
     pub notifier_errors: u64,
+    /// Configuration reloads (SIGHUP, `POST /-/reload`) that took effect.
+    pub config_reloads: u64,
+    /// Reloads refused because the file was invalid.
+    pub config_reload_failures: u64,
+    /// `/api/v1/stream` clients disconnected because they fell behind.
+    pub stream_clients_dropped: u64,
     pub series: u64,
     pub flush_duration_ms: f64,
 }
@@ -175,6 +184,21 @@ impl Telemetry {
         self.notifier_errors.fetch_add(1, Relaxed);
     }
 
+    /// Counts a configuration reload, done or refused.
+    pub fn config_reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.config_reloads
+        } else {
+            &self.config_reload_failures
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a stream client disconnected for falling behind.
+    pub fn stream_client_dropped(&self) {
+        self.stream_clients_dropped.fetch_add(1, Relaxed);
+    }
+
     /// Counts a backend failure.
     pub fn backend_error(&self) {
         self.backend_errors.fetch_add(1, Relaxed);
@@ -208,6 +232,9 @@ impl Telemetry {
             dropped_records: self.dropped_records.swap(0, Relaxed),
             backend_errors: self.backend_errors.swap(0, Relaxed),
             notifier_errors: self.notifier_errors.swap(0, Relaxed),
+            config_reloads: self.config_reloads.swap(0, Relaxed),
+            config_reload_failures: self.config_reload_failures.swap(0, Relaxed),
+            stream_clients_dropped: self.stream_clients_dropped.swap(0, Relaxed),
             series: self.series.load(Relaxed),
             flush_duration_ms: 0.0,
         }

@@ -1,5 +1,6 @@
 //! The real `tallyd` binary: SIGTERM after a burst loses nothing; config errors exit 2 with
-//! the file, line and column; the shipped example config is valid.
+//! the file, line and column, or the environment variable; environment overrides apply with
+//! and without a file; the shipped example config is valid.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -23,11 +24,17 @@ impl Drop for Agent {
     }
 }
 
-/// Starts the binary and returns it with the UDP address it logged.
+/// Starts the binary on `config` and returns it with the UDP address it logged.
 fn spawn_agent(config: &Path) -> (Agent, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
+    let mut command = Command::new(BIN);
+    command.arg("--config").arg(config);
+    spawn_logged(command)
+}
+
+/// Starts `command` (the binary and its arguments) logging at info and returns it with the
+/// UDP address it logged.
+fn spawn_logged(mut command: Command) -> (Agent, SocketAddr) {
+    let mut child = command
         .arg("--log-level")
         .arg("info")
         .stdout(Stdio::null())
@@ -64,6 +71,7 @@ fn file_config(dir: &Path, recv_buffer: usize, aggregation: &str) -> (PathBuf, P
         &config,
         format!(
             "[server]\nudp = [\"127.0.0.1:0\"]\nudp_recv_buffer_bytes = {recv_buffer}\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\
              [aggregation]\nflush_interval_ms = 3600000\n{aggregation}\n\
              [[backends]]\nkind = \"json_file\"\npath = {:?}\n",
             out.display().to_string()
@@ -188,12 +196,18 @@ fn datagrams_the_kernel_drops_while_the_agent_is_stopped_are_counted() {
 }
 
 fn check(config: &str) -> (i32, String) {
+    check_with_env(config, &[])
+}
+
+/// `--check-config` on `config` with the environment variables `env` (name, value) added.
+fn check_with_env(config: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config).expect("write");
     let output = Command::new(BIN)
         .arg("--check-config")
         .arg(&path)
+        .envs(env.iter().copied())
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
@@ -248,6 +262,42 @@ fn config_errors_exit_2_naming_file_line_and_column() {
             "{config:?}: want {words:?} in {stderr}"
         );
     }
+}
+
+#[test]
+fn a_bad_environment_override_exits_2_naming_the_variable() {
+    let var = "TALLYD_AGGREGATION_FLUSH_INTERVAL_MS";
+    let (code, stderr) =
+        check_with_env("[aggregation]\nflush_interval_ms = 1000\n", &[(var, "abc")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("environment variable {var}: invalid type")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_environment_override_wins_over_the_file() {
+    // Invalid on its own; valid once the environment replaces the value.
+    let config = "[aggregation]\nflush_interval_ms = 0\n";
+    assert_eq!(check(config).0, 2);
+    let (code, stderr) =
+        check_with_env(config, &[("TALLYD_AGGREGATION_FLUSH_INTERVAL_MS", "1000")]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn environment_overrides_apply_without_a_config_file() {
+    let mut command = Command::new(BIN);
+    command.env("TALLYD_SERVER_UDP", "[\"127.0.0.1:0\"]");
+    let (mut agent, addr) = spawn_logged(command);
+    // The default is port 8125: an ephemeral port shows the override applied.
+    assert_ne!(addr.port(), 8125);
+    // SAFETY: kill(2) with a valid pid of our own child and a valid signal number.
+    let rc = unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = wait_exit(&mut agent.0);
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]

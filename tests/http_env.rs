@@ -9,7 +9,7 @@ use common::*;
 
 #[test]
 fn headers_from_environment_variables_arrive() {
-    let var = format!("TALLYD_TEST_TOKEN_{}", std::process::id());
+    let var = format!("TEST_TALLYD_TOKEN_{}", std::process::id());
     // SAFETY: this binary runs this one test, and the variable is set before the runtime,
     // the agent or the receiver start any thread that could read the environment.
     unsafe { std::env::set_var(&var, "s3cret-from-env") };

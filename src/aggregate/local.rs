@@ -252,14 +252,13 @@ mod tests {
                 let text = match m.data {
                     RawData::Counter { sum, active } => format!("counter {sum} {active}"),
                     RawData::Dist(dist) => {
-                        let (snapshot, bins) = *dist;
+                        let (snapshot, bins, _) = *dist;
                         let mut text = String::from("dist");
-                        snapshot.figures(&config.distribution, bins, 1.0).for_each(
-                            &config.distribution,
-                            |name, value| {
+                        snapshot
+                            .figures(&config.distribution, bins, None, 1.0)
+                            .for_each(&config.distribution, |name, value| {
                                 text.push_str(&format!(" {name}={value}"));
-                            },
-                        );
+                            });
                         text
                     }
                     other => format!("{other:?}"),

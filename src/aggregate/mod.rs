@@ -92,6 +92,17 @@ impl Shared<Shard> {
     pub fn snapshot(&self) -> ShardSnapshot {
         self.lock_first().snapshot()
     }
+
+    /// [`Shared::snapshot`], then (under the same lock) a reloaded config for the next
+    /// interval.
+    pub fn snapshot_reconfigure(&self, config: Option<&Arc<AggregationConfig>>) -> ShardSnapshot {
+        let mut shard = self.lock_first();
+        let snapshot = shard.snapshot();
+        if let Some(config) = config {
+            shard.reconfigure(config.clone());
+        }
+        snapshot
+    }
 }
 
 /// Maps a routing hash onto `n` shards (multiply-shift: uses the hash's high bits).

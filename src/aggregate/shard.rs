@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use super::batch::{Batch, TaggedEvent};
-use super::distribution::{Bins, DistSnapshot, DistState};
+use super::distribution::{Bins, DistSnapshot, DistState, Observe};
 use super::key::{SeriesKey, series_hash};
 use super::local::DrainedData;
 use super::members::Members;
@@ -49,9 +49,9 @@ pub enum RawData {
         active: bool,
     },
     /// An active timer, histogram or distribution.
-    Dist(Box<(DistSnapshot, Option<Arc<Bins>>)>),
-    /// One without samples this interval.
-    DistIdle,
+    Dist(Box<(DistSnapshot, Option<Arc<Bins>>, Option<Arc<Observe>>)>),
+    /// One without samples this interval, with what its export plan observes.
+    DistIdle(Option<Arc<Observe>>),
 }
 
 impl RawMetric {
@@ -62,7 +62,7 @@ impl RawMetric {
             | RawData::Gauge { active, .. }
             | RawData::Set { active, .. } => active,
             RawData::Dist(_) => true,
-            RawData::DistIdle => false,
+            RawData::DistIdle(_) => false,
         }
     }
 }
@@ -97,6 +97,8 @@ impl Value {
 struct DistSlot {
     state: DistState,
     bins: Option<Arc<Bins>>,
+    /// What Prometheus-style outputs need of it beyond the figures (`le` buckets, quantiles).
+    observe: Option<Arc<Observe>>,
 }
 
 // One series: 24 bytes besides its key's bytes.
@@ -291,10 +293,27 @@ impl Shard {
                 slot: Box::new(DistSlot {
                     state: DistState::default(),
                     bins: self.config.bins_for(key.name()).cloned(),
+                    observe: self.config.observe_for(key.name(), key.kind()),
                 }),
                 stamp,
             },
         }
+    }
+
+    /// Takes a reloaded config (its histogram bins and export plan; the rest must not
+    /// change) from the next interval: every timer, histogram and distribution gets its
+    /// bins and plan again. Called between a snapshot and the next sample, so no interval
+    /// mixes two bin layouts.
+    pub fn reconfigure(&mut self, config: Arc<AggregationConfig>) {
+        self.config = config;
+        let config = &self.config;
+        self.series.retain(|entry| {
+            if let Value::Dist { slot, .. } = &mut entry.value {
+                slot.bins = config.bins_for(entry.key.name()).cloned();
+                slot.observe = config.observe_for(entry.key.name(), entry.key.kind());
+            }
+            true
+        });
     }
 
     /// Ends the interval: hands over every live series' state, drops series idle for
@@ -330,10 +349,12 @@ impl Shard {
                     estimated_sets += u64::from(estimated);
                     RawData::Set { count, active }
                 }
-                Value::Dist { slot, .. } if active => {
-                    RawData::Dist(Box::new((slot.state.take(), slot.bins.clone())))
-                }
-                Value::Dist { .. } => RawData::DistIdle,
+                Value::Dist { slot, .. } if active => RawData::Dist(Box::new((
+                    slot.state.take(),
+                    slot.bins.clone(),
+                    slot.observe.clone(),
+                ))),
+                Value::Dist { slot, .. } => RawData::DistIdle(slot.observe.clone()),
             };
             metrics.push(RawMetric {
                 key: entry.key.clone(),
@@ -410,7 +431,7 @@ mod tests {
                     RawData::Gauge { value, .. } => format!("gauge {value}"),
                     RawData::Set { count, .. } => format!("set {count}"),
                     RawData::Dist(..) => "dist".to_string(),
-                    RawData::DistIdle => "dist idle".to_string(),
+                    RawData::DistIdle(_) => "dist idle".to_string(),
                 };
                 (m.key.name().to_string(), m.key.kind(), m.active(), data)
             })

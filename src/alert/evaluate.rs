@@ -30,6 +30,8 @@ struct PairState {
     last_sent: u64,
     /// The flush number when the series was last in the record.
     seen: u64,
+    /// The value the condition last saw.
+    value: Option<f64>,
 }
 
 /// Evaluates the rules against each record and notifies.
@@ -152,6 +154,18 @@ impl Alerter {
         record
             .alerts
             .extend(events.into_iter().map(|(_, event)| event));
+        record.firing = self
+            .states
+            .iter()
+            .filter(|(_, state)| state.firing)
+            .map(|((r, key), state)| {
+                let rule = &self.rules[*r as usize];
+                event(rule, key, "firing", state.value, state.since)
+            })
+            .collect();
+        record
+            .firing
+            .sort_by(|a, b| (&a.rule, &a.name).cmp(&(&b.rule, &b.name)));
     }
 
     /// Closes the notifiers, giving webhooks until `deadline` to deliver what they hold.
@@ -215,7 +229,9 @@ impl Alerter {
             since: now,
             last_sent: flushes,
             seen: flushes,
+            value,
         });
+        state.value = value;
         if present {
             state.seen = flushes;
         }
@@ -310,6 +326,7 @@ mod tests {
             metrics,
             events: Vec::new(),
             alerts: Vec::new(),
+            firing: Vec::new(),
             internal: Default::default(),
             distribution: Arc::new(DistributionConfig {
                 percentiles: Vec::new(),

@@ -89,7 +89,7 @@ pub enum Target {
 }
 
 /// A validated alert rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertRule {
     pub name: String,
     pub metric: Glob,

@@ -59,6 +59,15 @@ pub trait Backend: Send {
     /// receives the next record as usual.
     fn write(&mut self, record: &Record) -> Result<(), BackendError>;
 
+    /// Delivers one record, shared: for backends that keep it past the call (the API's
+    /// snapshot). Defaults to [`Backend::write`].
+    ///
+    /// # Errors
+    /// As [`Backend::write`].
+    fn write_shared(&mut self, record: &Arc<Record>) -> Result<(), BackendError> {
+        self.write(record)
+    }
+
     /// Called once after the last record, before the agent exits. `deadline` is the agent's
     /// shutdown deadline, fixed by the flusher before the final flush: the flusher stops
     /// waiting for this backend then, so what is not done by it should be reported before.
@@ -128,7 +137,7 @@ impl BackendHandle {
         let thread_name = format!("tallyd-backend-{name}");
         let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
             for record in rx.iter() {
-                if let Err(e) = backend.write(&record) {
+                if let Err(e) = backend.write_shared(&record) {
                     tracing::error!(backend = backend.name(), error = %e, "backend failed");
                     telemetry.backend_error();
                 }

@@ -33,6 +33,16 @@ impl MetricKind {
         self as u8
     }
 
+    /// Every kind.
+    pub const ALL: [MetricKind; 6] = [
+        MetricKind::Counter,
+        MetricKind::Gauge,
+        MetricKind::Timer,
+        MetricKind::Histogram,
+        MetricKind::Distribution,
+        MetricKind::Set,
+    ];
+
     /// The inverse of [`MetricKind::code`].
     pub fn from_code(code: u8) -> Option<MetricKind> {
         Some(match code {

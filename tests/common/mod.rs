@@ -23,9 +23,15 @@ pub struct Agent {
     pub records: Receiver<Value>,
 }
 
-/// A config from TOML text (`[server]` on loopback port 0 unless the text sets one).
+/// A config from TOML text (`[server]` on loopback port 0 unless the text sets one; the API
+/// on a free loopback port unless the text has an `[api]` section).
 pub fn config(toml: &str) -> Config {
-    Config::from_toml(toml, Path::new("test.toml")).expect("test config is valid")
+    let text = if toml.contains("[api]") {
+        toml.to_string()
+    } else {
+        format!("{toml}\n[api]\nlisten = \"127.0.0.1:0\"\n")
+    };
+    Config::from_toml(&text, Path::new("test.toml")).expect("test config is valid")
 }
 
 /// Starts the agent with `toml` plus a capture backend.

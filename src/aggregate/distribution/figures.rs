@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::observe::{Observe, Observed, Shape};
 use super::{Bins, DistributionConfig};
 
 /// Every figure of one series for one interval.
@@ -16,6 +17,9 @@ pub struct DistFigures {
     /// One entry per configured percentile, in config order; `None` where k = 0.
     pub(super) tails: Vec<Option<Tail>>,
     pub(super) bins: Option<BinCounts>,
+    /// Buckets or quantiles an export plan asked for (SPEC §7.1); not part of the record's
+    /// figures.
+    pub(super) observed: Option<Box<Observed>>,
 }
 
 /// The figures over all of the interval's values.
@@ -72,7 +76,54 @@ impl DistFigures {
             summary: None,
             tails: Vec::new(),
             bins: None,
+            observed: None,
         }
+    }
+
+    /// The figures of an idle series whose export plan observes buckets: their counts are
+    /// 0 this interval (quantiles have no values to observe).
+    pub fn idle_observed(observe: Option<&Arc<Observe>>) -> DistFigures {
+        let mut figures = DistFigures::idle();
+        if let Some(plan) = observe
+            && let Shape::Buckets(bounds) = &plan.shape
+        {
+            figures.observed = Some(Box::new(Observed {
+                plan: plan.clone(),
+                values: vec![0.0; bounds.len()],
+            }));
+        }
+        figures
+    }
+
+    /// Σ 1/rate over the interval.
+    pub fn count(&self) -> f64 {
+        self.count
+    }
+
+    /// The sum of the interval's values; 0 for an idle series.
+    pub fn sum(&self) -> f64 {
+        self.summary.map_or(0.0, |s| s.sum)
+    }
+
+    /// The median, when the series got a sample.
+    pub fn median(&self) -> Option<f64> {
+        self.summary.map(|s| s.median)
+    }
+
+    /// The mean, when the series got a sample.
+    pub fn mean(&self) -> Option<f64> {
+        self.summary.map(|s| s.mean)
+    }
+
+    /// Per configured percentile (config order), its bound (`upper_P`, or `lower_topP` for
+    /// a negative one), where k > 0.
+    pub fn percentile_bounds(&self) -> impl Iterator<Item = Option<f64>> + '_ {
+        self.tails.iter().map(|t| t.map(|t| t.bound))
+    }
+
+    /// The buckets or quantiles an export plan asked for.
+    pub fn observed(&self) -> Option<&Observed> {
+        self.observed.as_deref()
     }
 
     /// The figures every active series of these kinds has, in record order (before the
@@ -175,6 +226,7 @@ mod tests {
                 bins: Arc::new(Bins::new(vec![1.5]).unwrap()),
                 counts: vec![1, 1],
             }),
+            observed: None,
         };
         let names: Vec<String> = emitted(&figures, &config(&[10.0, -99.9]))
             .into_iter()

@@ -46,6 +46,7 @@ mod bins;
 mod exact;
 mod figures;
 mod magnitude;
+mod observe;
 mod percentile;
 mod sketch;
 mod state;
@@ -55,6 +56,7 @@ mod reference_tests;
 
 pub use bins::Bins;
 pub use figures::DistFigures;
+pub use observe::{Observe, Observed, Shape};
 pub use percentile::Percentile;
 pub use state::{DistSnapshot, DistState, LocalDist};
 

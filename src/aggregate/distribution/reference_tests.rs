@@ -148,7 +148,7 @@ fn actual(
         state.add(*value, *rate, bins.as_deref(), exact_samples);
     }
     let mut out = Vec::new();
-    let figures = state.take().figures(&config, bins, interval_s);
+    let figures = state.take().figures(&config, bins, None, interval_s);
     figures.for_each(&config, |name, value| out.push((name.to_string(), value)));
     out
 }

@@ -81,6 +81,27 @@ impl Sketch {
         (summary, tails)
     }
 
+    /// The values recorded.
+    pub(super) fn len(&self) -> u64 {
+        self.n
+    }
+
+    /// How many values (by bucket read-back) satisfy `keep`, which holds for a prefix of
+    /// the ascending values.
+    pub(super) fn count_where(&self, keep: impl Fn(f64) -> bool) -> u64 {
+        let ladder = self.ladder();
+        let i = ladder.steps.partition_point(|s| keep(s.value));
+        match i.checked_sub(1) {
+            Some(last) => ladder.steps[last].end,
+            None => 0,
+        }
+    }
+
+    /// `V[rank]` (0-based), as the percentiles read it.
+    pub(super) fn value_at(&self, rank: u64) -> f64 {
+        self.ladder().value_at(rank)
+    }
+
     /// Every bucket in ascending value order: negatives, zeros, positives.
     fn ladder(&self) -> Ladder {
         let negatives = self.negative.iter().flat_map(|m| m.buckets().rev());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::figures::BinCounts;
 use super::sketch::Sketch;
-use super::{Bins, DistFigures, DistributionConfig, exact};
+use super::{Bins, DistFigures, DistributionConfig, Observe, exact};
 
 /// One series' samples for the current interval. Lives in an aggregator shard; `add` is on the
 /// hot path (no allocation beyond amortized Vec growth).
@@ -184,6 +184,7 @@ impl DistSnapshot {
         self,
         config: &DistributionConfig,
         bins: Option<Arc<Bins>>,
+        observe: Option<&Arc<Observe>>,
         interval_s: f64,
     ) -> DistFigures {
         let DistSnapshot {
@@ -191,12 +192,14 @@ impl DistSnapshot {
             samples,
             mut bin_counts,
         } = self;
+        let observed;
         let (summary, tails) = match samples {
             Samples::Exact(mut values) => {
                 values.sort_unstable_by(f64::total_cmp);
                 let Some(summary) = exact::summary(&values) else {
                     return DistFigures::idle();
                 };
+                observed = observe.map(|plan| Box::new(plan.sorted(&values, count)));
                 let tails = config
                     .percentiles
                     .iter()
@@ -204,7 +207,10 @@ impl DistSnapshot {
                     .collect();
                 (summary, tails)
             }
-            Samples::Sketch(sketch) => sketch.figures(&config.percentiles),
+            Samples::Sketch(sketch) => {
+                observed = observe.map(|plan| Box::new(plan.sketched(&sketch, count)));
+                sketch.figures(&config.percentiles)
+            }
         };
         let bins = bins.map(|bins| {
             bin_counts.resize(bins.bin_count(), 0);
@@ -219,6 +225,7 @@ impl DistSnapshot {
             summary: Some(summary),
             tails,
             bins,
+            observed,
         }
     }
 }
@@ -251,7 +258,7 @@ mod tests {
             state.add(*value, *rate, bins.as_deref(), config.exact_samples);
         }
         let mut out = Vec::new();
-        let figures = state.take().figures(config, bins, interval_s);
+        let figures = state.take().figures(config, bins, None, interval_s);
         figures.for_each(config, |name, value| out.push((name.to_string(), value)));
         out
     }
@@ -387,7 +394,7 @@ mod tests {
         let bins = Arc::new(Bins::new(vec![1.0]).unwrap());
         let config = config(&[], 10);
         let mut out = Vec::new();
-        let figures = state.take().figures(&config, Some(bins), 1.0);
+        let figures = state.take().figures(&config, Some(bins), None, 1.0);
         figures.for_each(&config, |name, value| out.push((name.to_string(), value)));
         assert_eq!(figure(&out, "bin_1"), Some(0.0));
         assert_eq!(figure(&out, "bin_inf"), Some(0.0));
@@ -400,7 +407,7 @@ mod tests {
         let mut state = DistState::default();
         assert!(state.is_empty());
         let mut names = Vec::new();
-        let figures = state.take().figures(&config, bins, 10.0);
+        let figures = state.take().figures(&config, bins, None, 10.0);
         figures.for_each(&config, |name, value| names.push((name.to_string(), value)));
         assert_eq!(
             names,
@@ -420,7 +427,7 @@ mod tests {
         let mut out = Vec::new();
         state
             .take()
-            .figures(&config, None, 1.0)
+            .figures(&config, None, None, 1.0)
             .for_each(&config, |name, value| out.push((name.to_string(), value)));
         assert_eq!(figure(&out, "sum"), Some(2.0));
         drop(snapshot);

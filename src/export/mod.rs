@@ -1,0 +1,181 @@
+//! What Prometheus-style outputs share (SPEC §7.1): the `[prometheus]` config section, name
+//! and label escaping ([`name`]), statsd_exporter mapping files ([`mapping`]), the plan that
+//! tells the flusher which series need `le` buckets or extra quantiles ([`ExportPlan`]), and
+//! the cumulative view of successive records ([`view`]) that `/metrics` encodes
+//! ([`exposition`]).
+
+pub mod exposition;
+pub mod mapping;
+pub mod name;
+pub mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::aggregate::distribution::{Bins, Observe, Shape};
+use crate::protocol::MetricKind;
+use mapping::{Mapped, Mapping, MappingError, Observer};
+
+/// statsd_exporter's default histogram buckets, in the exported unit (seconds for timers).
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How timers, histograms and distributions are exported when no mapping rule says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerType {
+    /// Quantiles of the last interval, cumulative `_sum` and `_count`.
+    #[default]
+    Summary,
+    /// Cumulative `le` buckets.
+    Histogram,
+}
+
+/// The `[prometheus]` section as the file spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPrometheusConfig {
+    /// A statsd_exporter mapping file (YAML), read at start and at reload.
+    pub mapping_file: Option<toml::Spanned<PathBuf>>,
+    /// `summary` (default) or `histogram`.
+    pub timer_type: TimerType,
+}
+
+/// The validated `[prometheus]` section.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusConfig {
+    pub mapping_file: Option<PathBuf>,
+    /// The compiled mapping, when a file is configured.
+    pub mapping: Option<Arc<Mapping>>,
+    pub timer_type: TimerType,
+}
+
+impl RawPrometheusConfig {
+    /// Reads and compiles the mapping file. `base` resolves a relative path (the config
+    /// file's folder).
+    ///
+    /// # Errors
+    /// The mapping file's own error (its path, line and column) as a string, with the span
+    /// of `mapping_file` in the config.
+    pub fn validate(
+        self,
+        base: Option<&std::path::Path>,
+    ) -> Result<PrometheusConfig, (std::ops::Range<usize>, String)> {
+        let (mapping_file, mapping) = match self.mapping_file {
+            None => (None, None),
+            Some(spanned) => {
+                let span = spanned.span();
+                let path = spanned.into_inner();
+                let path = match base {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path,
+                };
+                let mapping = Mapping::load(&path).map_err(|e| (span, mapping_message(&e)))?;
+                (Some(path), Some(Arc::new(mapping)))
+            }
+        };
+        Ok(PrometheusConfig {
+            mapping_file,
+            mapping,
+            timer_type: self.timer_type,
+        })
+    }
+}
+
+fn mapping_message(error: &MappingError) -> String {
+    format!("mapping file: {error}")
+}
+
+/// Decides, once per series, what the flusher must observe for Prometheus-style outputs
+/// beyond the record's figures: `le` buckets for histograms, quantiles a mapping asks for.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub prometheus: PrometheusConfig,
+    /// The default buckets, shared by every series that uses them, per divisor.
+    default_seconds: Arc<Observe>,
+    default_plain: Arc<Observe>,
+}
+
+impl ExportPlan {
+    /// A plan for this `[prometheus]` section.
+    pub fn new(prometheus: PrometheusConfig) -> ExportPlan {
+        let default = |divisor| {
+            Arc::new(Observe {
+                shape: Shape::Buckets(Arc::from(DEFAULT_BUCKETS)),
+                divisor,
+            })
+        };
+        ExportPlan {
+            prometheus,
+            default_seconds: default(1000.0),
+            default_plain: default(1.0),
+        }
+    }
+
+    /// What to observe for a timer, histogram or distribution `name` whose `[[aggregation.
+    /// histograms]]` bins are `bins`; `None` for the default summary.
+    pub fn observe_for(
+        &self,
+        name: &str,
+        kind: MetricKind,
+        bins: Option<&Bins>,
+    ) -> Option<Arc<Observe>> {
+        let divisor = divisor(kind);
+        let observer = match self
+            .prometheus
+            .mapping
+            .as_deref()
+            .map(|m| m.apply(name, kind))
+        {
+            Some(Mapped::Drop) => return None,
+            Some(Mapped::Map(result)) => result.observer,
+            Some(Mapped::Unmatched) | None => None,
+        };
+        let histogram = |buckets: Vec<f64>| {
+            if !buckets.is_empty() {
+                return Some(Arc::new(Observe {
+                    shape: Shape::Buckets(buckets.into()),
+                    divisor,
+                }));
+            }
+            if let Some(bins) = bins {
+                let bounds: Vec<f64> = bins.bounds().iter().map(|b| b / divisor).collect();
+                return Some(Arc::new(Observe {
+                    shape: Shape::Buckets(bounds.into()),
+                    divisor,
+                }));
+            }
+            Some(if divisor == 1.0 {
+                self.default_plain.clone()
+            } else {
+                self.default_seconds.clone()
+            })
+        };
+        match observer {
+            Some(Observer::Histogram { buckets }) => histogram(buckets),
+            Some(Observer::Summary { quantiles }) if !quantiles.is_empty() => {
+                Some(Arc::new(Observe {
+                    shape: Shape::Quantiles(quantiles.into()),
+                    divisor,
+                }))
+            }
+            Some(Observer::Summary { .. }) => None,
+            None => match self.prometheus.timer_type {
+                TimerType::Histogram => histogram(Vec::new()),
+                TimerType::Summary => None,
+            },
+        }
+    }
+}
+
+/// What a value of `kind` is divided by for Prometheus-style outputs: `ms` timers are
+/// exported in seconds, as statsd_exporter does; histograms and distributions unscaled.
+pub fn divisor(kind: MetricKind) -> f64 {
+    match kind {
+        MetricKind::Timer => 1000.0,
+        _ => 1.0,
+    }
+}

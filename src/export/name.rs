@@ -1,0 +1,148 @@
+//! Prometheus names and labels from StatsD names and tags, as statsd_exporter escapes them:
+//! every character outside `[A-Za-z0-9_]` becomes `_`, and a leading digit gets a `_` in
+//! front. Written straight into the output buffer, so nothing is allocated per series.
+
+use std::hash::Hasher;
+
+/// True when `name` needs no escaping.
+pub fn is_clean(name: &str) -> bool {
+    !name.is_empty()
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Appends `name` escaped.
+pub fn push_escaped(out: &mut Vec<u8>, name: &str) {
+    if is_clean(name) {
+        out.extend_from_slice(name.as_bytes());
+        return;
+    }
+    for_each_escaped(name, |b| out.push(b));
+}
+
+/// `name` escaped, as a new string.
+pub fn escaped(name: &str) -> String {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    push_escaped(&mut out, name);
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Feeds `name` escaped to a hasher, byte by byte as [`push_escaped`] writes it.
+pub fn hash_escaped(hasher: &mut impl Hasher, name: &str) {
+    if is_clean(name) {
+        hasher.write(name.as_bytes());
+    } else {
+        for_each_escaped(name, |b| hasher.write_u8(b));
+    }
+}
+
+fn for_each_escaped(name: &str, mut f: impl FnMut(u8)) {
+    if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
+        f(b'_');
+    }
+    for c in name.chars() {
+        f(if c.is_ascii_alphanumeric() || c == '_' {
+            c as u8
+        } else {
+            b'_'
+        });
+    }
+}
+
+/// Appends a label value with the exposition formats' escapes (`\\`, `\"`, `\n`).
+pub fn push_label_value(out: &mut Vec<u8>, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(value.as_bytes());
+        return;
+    }
+    for b in value.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// The suffix a counter family gets: `_total`, unless the name already ends with it.
+pub fn counter_suffix(base: &str) -> &'static str {
+    if base.ends_with("_total") {
+        ""
+    } else {
+        "_total"
+    }
+}
+
+/// The counter suffix of a family whose base is `base`: escaped first unless `mapped`
+/// (a mapped name is already valid).
+pub fn counter_suffix_of(base: &str, mapped: bool) -> &'static str {
+    if mapped {
+        return counter_suffix(base);
+    }
+    // Escaping maps characters one to one (past a leading `_`), so the escaped name ends
+    // in `_total` when the name ends in `total` after a character that escapes to `_`.
+    let ends = base.strip_suffix("total").is_some_and(|rest| {
+        rest.chars()
+            .last()
+            .is_some_and(|c| !c.is_ascii_alphanumeric())
+    });
+    if ends { "" } else { "_total" }
+}
+
+/// Whether the valid label name `clean` equals `raw` escaped.
+pub fn same_escaped(clean: &str, raw: &str) -> bool {
+    let mut want = clean.bytes();
+    let mut equal = true;
+    for_each_escaped(raw, |b| equal &= want.next() == Some(b));
+    equal && want.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dots_dashes_and_other_characters_become_underscores() {
+        assert_eq!(escaped("api.req-count/x"), "api_req_count_x");
+    }
+
+    #[test]
+    fn a_leading_digit_gets_an_underscore() {
+        assert_eq!(escaped("5xx.errors"), "_5xx_errors");
+    }
+
+    #[test]
+    fn one_underscore_per_character_not_per_byte() {
+        assert_eq!(escaped("caf\u{e9}.ok"), "caf__ok");
+    }
+
+    #[test]
+    fn clean_names_are_kept() {
+        assert_eq!(escaped("http_requests"), "http_requests");
+    }
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline() {
+        let mut out = Vec::new();
+        push_label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, b"a\\\\b\\\"c\\nd");
+    }
+
+    #[test]
+    fn counters_ending_in_total_are_not_doubled() {
+        assert_eq!(counter_suffix("jobs_total"), "");
+        assert_eq!(counter_suffix("jobs"), "_total");
+        assert_eq!(counter_suffix_of("jobs.total", false), "");
+        assert_eq!(counter_suffix_of("jobs_total", false), "");
+        assert_eq!(counter_suffix_of("jobstotal", false), "_total");
+    }
+
+    #[test]
+    fn a_clean_name_compares_with_a_raw_one_escaped() {
+        assert!(same_escaped("a_b", "a.b"));
+        assert!(!same_escaped("a_b", "a.bc"));
+        assert!(same_escaped("_1x", "1x"));
+    }
+}
