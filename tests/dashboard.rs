@@ -250,3 +250,62 @@ fn every_alert_and_recording_rule_is_checked() {
     assert_eq!(sources::rule_queries().len(), rules);
     assert!(sources::alert_names().contains(&"TallydDown".to_string()));
 }
+
+/// What Grafana's import needs and what keeps the panels apart: a uid, no numeric id, the
+/// data source as a variable every panel and target uses, unique panel ids and refIds, and
+/// panels that fit the 24-column grid without overlapping.
+#[test]
+fn the_dashboard_imports_into_any_grafana() {
+    let dashboard = sources::dashboard();
+    assert!(dashboard["id"].is_null(), "an exported dashboard has no id");
+    assert_eq!(dashboard["uid"], "tallyd");
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let datasource = variables
+        .iter()
+        .find(|v| v["name"] == "DS_PROMETHEUS")
+        .expect("a DS_PROMETHEUS variable");
+    assert_eq!(datasource["type"], "datasource");
+    assert_eq!(datasource["query"], "prometheus");
+    for variable in variables.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(variable["datasource"]["uid"], "${DS_PROMETHEUS}");
+    }
+
+    let mut panels = Vec::new();
+    let mut stack: Vec<&serde_json::Value> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .collect();
+    while let Some(panel) = stack.pop() {
+        stack.extend(panel["panels"].as_array().into_iter().flatten());
+        panels.push(panel);
+    }
+    let ids: BTreeSet<u64> = panels.iter().filter_map(|p| p["id"].as_u64()).collect();
+    assert_eq!(ids.len(), panels.len(), "every panel has its own id");
+    let mut cells = BTreeSet::new();
+    for panel in &panels {
+        let title = panel["title"].as_str().unwrap_or("");
+        let grid = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| grid[k].as_u64().expect("gridPos"));
+        assert!(x + w <= 24, "panel {title:?} is wider than the grid");
+        for cell in (x..x + w).flat_map(|cx| (y..y + h).map(move |cy| (cx, cy))) {
+            assert!(
+                cells.insert(cell),
+                "panel {title:?} overlaps another at {cell:?}"
+            );
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        let refs: BTreeSet<&str> = targets.iter().filter_map(|t| t["refId"].as_str()).collect();
+        assert_eq!(refs.len(), targets.len(), "panel {title:?}: refIds unique");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        }
+    }
+}
