@@ -9,6 +9,7 @@
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
 //! - [`record`]: the flush record and its JSON shape.
 //! - [`alert`]: alert rules evaluated against each record, and their notifiers.
+//! - [`export`]: what the Prometheus-style outputs share (the statsd_exporter mapping file).
 //! - [`backend`]: where records go: console, JSON Lines file, HTTP push, and a capture for
 //!   tests.
 //! - [`http`]: the one HTTP client the HTTP backend (and webhooks) post through.

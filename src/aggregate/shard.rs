@@ -49,10 +49,13 @@ pub enum RawData {
         active: bool,
     },
     /// An active timer, histogram or distribution.
-    Dist(Box<(DistSnapshot, Option<Arc<Bins>>, Option<Arc<Observe>>)>),
+    Dist(Box<DistTake>),
     /// One without samples this interval, with what its export plan observes.
     DistIdle(Option<Arc<Observe>>),
 }
+
+/// An active distribution's interval: its samples, its bins and its export plan.
+pub type DistTake = (DistSnapshot, Option<Arc<Bins>>, Option<Arc<Observe>>);
 
 impl RawMetric {
     /// The series received a sample this interval.

@@ -28,12 +28,15 @@ pub fn escaped(name: &str) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Feeds `name` escaped to a hasher, byte by byte as [`push_escaped`] writes it.
-pub fn hash_escaped(hasher: &mut impl Hasher, name: &str) {
+/// Feeds `name` escaped to a hasher in one `write`, as the bytes [`push_escaped`] writes
+/// (so a name and its escaped spelling hash alike); `scratch` is reused between calls.
+pub fn hash_escaped(hasher: &mut impl Hasher, name: &str, scratch: &mut Vec<u8>) {
     if is_clean(name) {
         hasher.write(name.as_bytes());
     } else {
-        for_each_escaped(name, |b| hasher.write_u8(b));
+        scratch.clear();
+        push_escaped(scratch, name);
+        hasher.write(scratch);
     }
 }
 

@@ -94,6 +94,11 @@ pub(super) struct InternalTotals {
 }
 
 impl View {
+    /// Flushes since start, this one included.
+    pub fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
     /// The record this view was built from.
     pub fn record(&self) -> &Arc<Record> {
         &self.record
@@ -250,6 +255,7 @@ impl View {
     fn write_order(&self) -> Vec<u32> {
         let state = foldhash::fast::FixedState::with_seed(0x7a11_d00d);
         let mut rows: Vec<(u64, u64, u32)> = Vec::with_capacity(self.record.metrics.len());
+        let mut scratch = Vec::new();
         for (i, metric) in self.record.metrics.iter().enumerate() {
             if !self.exported(i) {
                 continue;
@@ -259,7 +265,7 @@ impl View {
             if mapped {
                 family.write(base.as_bytes());
             } else {
-                name::hash_escaped(&mut family, base);
+                name::hash_escaped(&mut family, base, &mut scratch);
             }
             if family_kind(metric) == FamilyKind::Counter {
                 family.write(name::counter_suffix_of(base, mapped).as_bytes());
@@ -279,7 +285,7 @@ impl View {
                 {
                     continue;
                 }
-                name::hash_escaped(&mut labels, key);
+                name::hash_escaped(&mut labels, key, &mut scratch);
                 labels.write_u8(0xff);
                 labels.write(value.as_bytes());
                 labels.write_u8(0xfe);
