@@ -108,16 +108,29 @@ fn label_values_select_as_prometheus_does() {
     assert_eq!(query.evaluate(&series), set(&["api_requests_total"]));
 }
 
-/// The agent with the API on an ephemeral port, a firing alert rule, after one flush of a
-/// counter, a timer, a gauge, a set and a bad line: the samples of its `/metrics`.
+/// The agent with the API on an ephemeral port, a firing alert rule and a mapping that makes
+/// one timer a histogram, after one flush of a counter, a timer (a summary), the mapped timer,
+/// a gauge, a set and a bad line: the samples of its `/metrics`.
 async fn scrape_a_busy_agent() -> Vec<Sample> {
-    let toml = "backends = []\n\
-        [server]\nudp = [\"127.0.0.1:0\"]\n\
-        [aggregation]\nflush_interval_ms = 60000\n\
-        [api]\nlisten = \"127.0.0.1:0\"\n\
-        [[alerts]]\nname = \"deep-queue\"\nmetric = \"queue.depth\"\nstat = \"value\"\n\
-        op = \">\"\nthreshold = 5\nseverity = \"critical\"\n";
-    let running = tallyd::app::start(config(toml), Vec::new())
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapping = dir.path().join("mapping.yml");
+    std::fs::write(
+        &mapping,
+        "mappings:\n  - match: \"checkout.*.latency\"\n    name: \"checkout_latency_seconds\"\n    \
+         observer_type: histogram\n    labels:\n      region: \"$1\"\n",
+    )
+    .expect("mapping file");
+    let toml = format!(
+        "backends = []\n\
+         [server]\nudp = [\"127.0.0.1:0\"]\n\
+         [aggregation]\nflush_interval_ms = 60000\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n\
+         [prometheus]\nmapping_file = {:?}\n\
+         [[alerts]]\nname = \"deep-queue\"\nmetric = \"queue.depth\"\nstat = \"value\"\n\
+         op = \">\"\nthreshold = 5\nseverity = \"critical\"\n",
+        mapping.display().to_string()
+    );
+    let running = tallyd::app::start(config(&toml), Vec::new())
         .await
         .expect("agent starts");
     let lines = [
@@ -125,6 +138,7 @@ async fn scrape_a_busy_agent() -> Vec<Sample> {
         "api.requests:2|c|@0.5|#env:prod",
         "api.latency:12|ms",
         "api.latency:20|ms",
+        "checkout.eu.latency:40|ms",
         "queue.depth:7|g",
         "users.active:alice|s",
         "not a statsd line",

@@ -502,6 +502,7 @@ fn assert_variables_find_the_traffic(url: &str, deadline: Instant) {
         let expected = match variable.name.as_str() {
             "timer" => Some("api_latency"),
             "counter" => Some("checkout_requests_total"),
+            "histogram" => Some("checkout_latency_seconds_bucket"),
             _ => None,
         };
         if let Some(expected) = expected {
@@ -524,6 +525,7 @@ fn assert_dashboard_queries_answer(url: &str, deadline: Instant) {
     let values = [
         ("timer", "api_latency"),
         ("counter", "checkout_requests_total"),
+        ("histogram", "checkout_latency_seconds_bucket"),
         ("instance", ".*"),
         ("__rate_interval", "1m"),
         ("__interval", "1m"),
