@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod exposition;
+pub mod prometheus;
 pub mod promql;
 pub mod selector;
 pub mod sources;
