@@ -74,8 +74,9 @@ def udp_receive_buffer_errors():
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
-def run_once(scenario, rate, duration, pin, workdir, server_extra=()):
+def run_once(scenario, rate, duration, pin, workdir, server_extra=(), api=False):
     port = free_port()
+    api_listen = f"127.0.0.1:{free_port()}" if api else ""
     out = os.path.join(workdir, f"{scenario}-{rate}.jsonl")
     if os.path.exists(out):
         os.remove(out)  # the same step run again must not count the last run's records
@@ -84,6 +85,8 @@ def run_once(scenario, rate, duration, pin, workdir, server_extra=()):
         f.write(f"""[server]
 udp = ["127.0.0.1:{port}"]
 {chr(10).join(server_extra)}
+[api]
+listen = "{api_listen}"
 [aggregation]
 flush_interval_ms = {FLUSH_MS.get(scenario, 1000)}
 [[backends]]
@@ -157,6 +160,8 @@ def main():
     parser.add_argument("--duration", type=float, default=4.0, help="seconds of load per run")
     parser.add_argument("--pin", action="store_true", help="agent on CPU 0, load on CPU 1")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--api", action="store_true",
+                        help="turn the HTTP API on (nobody scrapes it); off by default here")
     parser.add_argument("--server", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra [server] setting for the agent, e.g. udp_batch=256")
     args = parser.parse_args()
@@ -165,7 +170,8 @@ def main():
     with open("/proc/sys/net/core/rmem_max") as f:
         rmem_max = int(f.read())
     print(json.dumps({"machine": os.uname().machine, "cpus": os.cpu_count(),
-                      "kernel": os.uname().release, "rmem_max": rmem_max, "pinned": args.pin}))
+                      "kernel": os.uname().release, "rmem_max": rmem_max, "pinned": args.pin,
+                      "api": args.api}))
     with tempfile.TemporaryDirectory() as workdir:
         for scenario in args.scenario or list(SCENARIOS):
             rates = SCENARIOS[scenario][1]
@@ -173,7 +179,8 @@ def main():
                 rates = [int(r) for r in args.rates.split(",")]
             best = None
             for rate in rates:
-                result = run_once(scenario, rate, args.duration, args.pin, workdir, args.server)
+                result = run_once(scenario, rate, args.duration, args.pin, workdir, args.server,
+                                  args.api)
                 print(json.dumps(result), flush=True)
                 if result["delivery"] >= 0.999:
                     best = max(best or 0, result["counted_lines_per_s"])

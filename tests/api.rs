@@ -524,3 +524,60 @@ async fn a_broken_mapping_file_is_a_config_error_with_its_line() {
     assert!(message.starts_with("t.toml:2:"), "{message}");
     assert!(message.contains("mapping.yml:4:"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_client_that_never_reads_is_disconnected_and_counted() {
+    let text = base("") + "[api]\nlisten = \"127.0.0.1:0\"\nstream_queue = 1\n";
+    let agent = start(&text).await;
+    // A record of a few hundred KiB, so the socket buffers fill after some flushes.
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("series.number.{i}:1|c"))
+        .collect();
+    for chunk in lines.chunks(100) {
+        agent.send(&[&chunk.join("\n")]);
+    }
+    agent.wait_lines(3000).await;
+    let mut silent = TcpStream::connect(api(&agent)).expect("connect");
+    silent
+        .write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("request");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut dropped = 0;
+    for _ in 0..2000 {
+        let record = agent.flush().await;
+        dropped += record["internal"]["stream_clients_dropped"]
+            .as_u64()
+            .unwrap_or(0);
+        if dropped > 0 || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert_eq!(dropped, 1, "the silent client was cut off, once");
+    // Flushes and the API go on.
+    assert_eq!(client::get(api(&agent), "/healthz", &[]).status, 200);
+    drop(silent);
+    agent.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mappings_default_ttl_retires_idle_series_from_metrics_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapping = dir.path().join("mapping.yml");
+    std::fs::write(&mapping, "defaults:\n  ttl: 30s\nmappings: []\n").expect("mapping");
+    let text = base("")
+        + &format!(
+            "[prometheus]\nmapping_file = {:?}\n",
+            mapping.display().to_string()
+        );
+    let agent = start(&text).await;
+    agent.send(&["brief:1|g"]);
+    agent.wait_lines(1).await;
+    flush(&agent).await;
+    assert!(metrics(&agent).body.contains("\nbrief 1\n"));
+    // Idle for one 60 s interval: past the 30 s ttl, gone from /metrics, still in the record.
+    flush(&agent).await;
+    assert!(!metrics(&agent).body.contains("brief"));
+    let latest = client::get(api(&agent), "/api/v1/latest?metric=brief", &[]).json();
+    assert_eq!(latest["metrics"][0]["value"], 1);
+    agent.finish().await;
+}

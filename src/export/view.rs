@@ -233,15 +233,21 @@ impl View {
         self.maps.get(i)?.as_deref()?.result.as_ref()
     }
 
-    /// Whether metric `i` is exported: not dropped by the mapping, not past its rule's ttl.
+    /// Whether metric `i` is exported: not dropped by the mapping, not idle past its
+    /// rule's `ttl` (or, for a series no rule matched, the defaults' `ttl`, as
+    /// statsd_exporter has it).
     fn exported(&self, i: usize) -> bool {
-        let Some(Some(map)) = self.maps.get(i) else {
+        let Some(map) = self.maps.get(i) else {
             return true;
         };
-        let Some(result) = &map.result else {
-            return false;
+        let ttl = match map.as_deref() {
+            Some(SeriesMap { result: None }) => return false,
+            Some(SeriesMap {
+                result: Some(result),
+            }) => result.ttl,
+            None => self.mapping.as_deref().and_then(Mapping::default_ttl),
         };
-        let Some(ttl) = result.ttl else {
+        let Some(ttl) = ttl else {
             return true;
         };
         let since = self.last_active.get(i).copied().unwrap_or(self.flushes);
