@@ -48,17 +48,24 @@ fn shipped_prometheus_files_pass_promtool() {
     let Some((_, promtool)) = prometheus_tools() else {
         return;
     };
-    // `check config` checks the rule files the config names too.
-    let out = Command::new(&promtool)
-        .args(["check", "config", sources::PROMETHEUS_CONFIG])
-        .output()
-        .expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool check config: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `check config` checks the rule files the config names too; `test rules` runs the
+    // rules' unit tests (alerts firing and quiet on made-up series).
+    for args in [
+        ["check", "config", sources::PROMETHEUS_CONFIG],
+        ["test", "rules", sources::RULES_TESTS],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 const MAPPING: &str = r#"mappings:

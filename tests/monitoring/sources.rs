@@ -11,6 +11,10 @@ pub const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/prometheus/tallyd.rules.yml"
 );
+pub const RULES_TESTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/prometheus/tallyd.rules.test.yml"
+);
 pub const PROMETHEUS_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/prometheus/prometheus.yml"
