@@ -5,7 +5,7 @@
 //! must evaluate without error and find data.
 //!
 //! Needs `prometheus` (and `promtool`) on PATH; skipped without them unless
-//! `TALLYD_E2E_REQUIRED=1` (as `.ci/run` sets), where their absence fails.
+//! `E2E_REQUIRED=1` (as `.ci/run` sets), where their absence fails.
 
 mod monitoring;
 
@@ -28,12 +28,12 @@ const PROMETHEUS_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a process may take to start, or a round of traffic to reach `/metrics`.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Skips the test (or fails it, under `TALLYD_E2E_REQUIRED=1`) without Prometheus.
+/// Skips the test (or fails it, under `E2E_REQUIRED=1`) without Prometheus.
 fn prometheus_tools() -> Option<(PathBuf, PathBuf)> {
     match (which("prometheus"), which("promtool")) {
         (Some(prometheus), Some(promtool)) => Some((prometheus, promtool)),
-        _ if std::env::var("TALLYD_E2E_REQUIRED").as_deref() == Ok("1") => panic!(
-            "TALLYD_E2E_REQUIRED=1 but prometheus or promtool is not on PATH \
+        _ if std::env::var("E2E_REQUIRED").as_deref() == Ok("1") => panic!(
+            "E2E_REQUIRED=1 but prometheus or promtool is not on PATH \
              (apt-get install prometheus)"
         ),
         _ => {

@@ -11,6 +11,7 @@
 
 pub mod http;
 mod queue;
+pub mod tcp;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
