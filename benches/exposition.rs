@@ -30,7 +30,10 @@ fn view(kind: &str, n: usize) -> (View, Config) {
     }
     let record = Arc::new(record_from_datagram(&config, &lines));
     let first = View::build(None, record.clone(), &config.prometheus);
-    (View::build(Some(&first), record, &config.prometheus), config)
+    (
+        View::build(Some(&first), record, &config.prometheus),
+        config,
+    )
 }
 
 fn exposition(c: &mut Criterion) {
