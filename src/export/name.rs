@@ -13,10 +13,7 @@ pub fn is_clean(name: &str) -> bool {
 
 /// Appends `name` escaped.
 pub fn push_escaped(out: &mut Vec<u8>, name: &str) {
-    if is_clean(name) {
-        out.extend_from_slice(name.as_bytes());
-        return;
-    }
+    out.reserve(name.len() + 1);
     for_each_escaped(name, |b| out.push(b));
 }
 
@@ -40,16 +37,20 @@ pub fn hash_escaped(hasher: &mut impl Hasher, name: &str, scratch: &mut Vec<u8>)
     }
 }
 
+/// Feeds `name` escaped to `f`, a byte at a time. Works on bytes, not chars: a name is valid
+/// UTF-8, so each character that is not ASCII is one lead byte (written as one `_`) and
+/// continuation bytes (skipped).
 fn for_each_escaped(name: &str, mut f: impl FnMut(u8)) {
-    if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
+    let bytes = name.as_bytes();
+    if bytes.first().is_none_or(u8::is_ascii_digit) {
         f(b'_');
     }
-    for c in name.chars() {
-        f(if c.is_ascii_alphanumeric() || c == '_' {
-            c as u8
-        } else {
-            b'_'
-        });
+    for &b in bytes {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => f(b),
+            0x80..=0xbf => {}
+            _ => f(b'_'),
+        }
     }
 }
 
