@@ -7,7 +7,7 @@ mod monitoring;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{PATIENCE, config, send_udp};
 use monitoring::exposition::{self, Sample};
@@ -150,6 +150,12 @@ async fn scrape_a_busy_agent() -> Vec<Sample> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     running.flush_now().await;
+    // The API's feed publishes the flush on its own thread: wait until it has.
+    let deadline = Instant::now() + PATIENCE;
+    while running.api_state().and_then(|s| s.view()).is_none() {
+        assert!(Instant::now() < deadline, "the API never saw the flush");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let api = running.api_addr().expect("the API listens");
     let text = tokio::task::spawn_blocking(move || get_metrics(api))
         .await

@@ -45,6 +45,8 @@ impl Format {
 pub fn encode(view: &View, format: Format, sink: &mut dyn FnMut(Vec<u8>) -> bool) {
     let mut w = Writer {
         out: Vec::with_capacity(CHUNK + 4096),
+        name: Vec::new(),
+        labels: Vec::new(),
         format,
         number: zmij::Buffer::new(),
         sink,
@@ -70,10 +72,7 @@ pub fn encode(view: &View, format: Format, sink: &mut dyn FnMut(Vec<u8>) -> bool
                     .filter(|e| *e & CONFLICT == 0)
                     .map(|e| (e & INDEX) as usize),
             );
-            if entry & FAMILY_START != 0 {
-                w.type_line(view, rows[0]);
-            }
-            w.series(view, &rows, &quantiles);
+            w.series(view, &rows, &quantiles, entry & FAMILY_START != 0);
         }
         at = end;
         w.maybe_flush();
@@ -119,6 +118,10 @@ fn quantile_label(q: f64) -> String {
 
 struct Writer<'a> {
     out: Vec<u8>,
+    /// The current series' base name, escaped (or mapped).
+    name: Vec<u8>,
+    /// The current series' labels, `k="v",...`, without braces.
+    labels: Vec<u8>,
     format: Format,
     number: zmij::Buffer,
     sink: &'a mut dyn FnMut(Vec<u8>) -> bool,
@@ -142,19 +145,16 @@ impl Writer<'_> {
         }
     }
 
-    fn type_line(&mut self, view: &View, i: usize) {
-        let metric = &view.record().metrics[i];
-        let kind = family_kind(metric);
+    /// `# TYPE <family> <type>`, the family name from `self.name` (the series' base name).
+    fn type_line(&mut self, metric: &Metric, suffix: &str) {
         self.out.extend_from_slice(b"# TYPE ");
-        let (base, mapped) = view.base(i);
-        self.name(base, mapped);
-        let kind = match kind {
+        self.out.extend_from_slice(&self.name);
+        let kind = match family_kind(metric) {
             FamilyKind::Counter => {
+                // Text names the counter family with its `_total`, OpenMetrics without.
                 if self.format == Format::Text {
-                    self.out
-                        .extend_from_slice(name::counter_suffix_of(base, mapped).as_bytes());
-                } else if name::counter_suffix_of(base, mapped).is_empty() {
-                    // OpenMetrics names the family without `_total`.
+                    self.out.extend_from_slice(suffix.as_bytes());
+                } else if suffix.is_empty() {
                     self.out.truncate(self.out.len() - "_total".len());
                 }
                 "counter"
@@ -168,93 +168,129 @@ impl Writer<'_> {
         self.out.push(b'\n');
     }
 
-    fn name(&mut self, base: &str, mapped: bool) {
+    /// Renders the series' base name into `self.name` and its labels (mapped ones, then
+    /// tags) into `self.labels`, once for all the lines of the series.
+    fn prepare(&mut self, view: &View, i: usize) {
+        let (base, mapped) = view.base(i);
+        self.name.clear();
         if mapped {
-            self.out.extend_from_slice(base.as_bytes());
+            self.name.extend_from_slice(base.as_bytes());
         } else {
-            name::push_escaped(&mut self.out, base);
+            name::push_escaped(&mut self.name, base);
+        }
+        self.labels.clear();
+        let mapped_labels = view.mapped_labels(i);
+        for (key, value) in mapped_labels {
+            if !self.labels.is_empty() {
+                self.labels.push(b',');
+            }
+            self.labels.extend_from_slice(key.as_bytes());
+            self.labels.extend_from_slice(b"=\"");
+            name::push_label_value(&mut self.labels, value);
+            self.labels.push(b'"');
+        }
+        for (key, value) in view.record().metrics[i].key.tags() {
+            if mapped_labels
+                .iter()
+                .any(|(k, _)| name::same_escaped(k, key))
+            {
+                continue;
+            }
+            if !self.labels.is_empty() {
+                self.labels.push(b',');
+            }
+            name::push_escaped(&mut self.labels, key);
+            self.labels.extend_from_slice(b"=\"");
+            name::push_label_value(&mut self.labels, value);
+            self.labels.push(b'"');
         }
     }
 
+    /// One sample line: name, `suffix`, the labels plus `extra`, the value.
+    fn line(&mut self, suffix: &str, extra: Option<(&str, &str)>, value: f64) {
+        self.out.extend_from_slice(&self.name);
+        self.out.extend_from_slice(suffix.as_bytes());
+        match (self.labels.is_empty(), extra) {
+            (true, None) => {}
+            (empty, extra) => {
+                self.out.push(b'{');
+                self.out.extend_from_slice(&self.labels);
+                if let Some((key, text)) = extra {
+                    if !empty {
+                        self.out.push(b',');
+                    }
+                    self.out.extend_from_slice(key.as_bytes());
+                    self.out.extend_from_slice(b"=\"");
+                    self.out.extend_from_slice(text.as_bytes());
+                    self.out.push(b'"');
+                }
+                self.out.push(b'}');
+            }
+        }
+        self.value(value);
+    }
+
     /// The series of `rows` (merged: counters, sums, counts and buckets add up; a gauge's
-    /// or a summary's quantiles are the last row's, the last in record order).
-    fn series(&mut self, view: &View, rows: &[usize], quantiles: &Quantiles) {
+    /// or a summary's quantiles are the last row's, the last in record order), with its
+    /// family's `# TYPE` line first when it opens the family.
+    fn series(&mut self, view: &View, rows: &[usize], quantiles: &Quantiles, opens: bool) {
         let first = rows[0];
         let last = *rows.last().unwrap_or(&first);
         let metric = &view.record().metrics[last];
+        self.prepare(view, first);
         let (base, mapped) = view.base(first);
+        let suffix = match metric.figures {
+            Figures::Counter { .. } => name::counter_suffix_of(base, mapped),
+            _ => "",
+        };
+        if opens {
+            self.type_line(metric, suffix);
+        }
         match &metric.figures {
             Figures::Counter { .. } => {
                 let total: f64 = rows.iter().map(|&i| view.totals[i].a).sum();
-                self.name(base, mapped);
-                self.out
-                    .extend_from_slice(name::counter_suffix_of(base, mapped).as_bytes());
-                self.labels(view, first, None);
-                self.value(total);
+                self.line(suffix, None, total);
             }
-            Figures::Gauge { value, .. } => {
-                self.name(base, mapped);
-                self.labels(view, first, None);
-                self.value(*value);
-            }
-            Figures::Set { count, .. } => {
-                self.name(base, mapped);
-                self.labels(view, first, None);
-                self.value(*count);
-            }
+            Figures::Gauge { value, .. } => self.line("", None, *value),
+            Figures::Set { count, .. } => self.line("", None, *count),
             Figures::Dist { figures, .. } => {
                 let divisor = crate::export::divisor(metric.kind());
                 let sum: f64 = rows.iter().map(|&i| view.totals[i].a).sum();
                 let count: f64 = rows.iter().map(|&i| view.totals[i].b).sum();
                 match figures.observed().map(|o| &o.plan.shape) {
-                    Some(Shape::Buckets(bounds)) => {
-                        self.buckets(view, rows, bounds, count, base, mapped, first);
-                    }
+                    Some(Shape::Buckets(bounds)) => self.buckets(view, rows, bounds, count),
                     Some(Shape::Quantiles(qs)) => {
                         let values = figures.observed().map(|o| &o.values[..]).unwrap_or(&[]);
                         for (q, v) in qs.iter().zip(values) {
                             let label = quantile_label(*q);
-                            self.name(base, mapped);
-                            self.labels(view, first, Some(("quantile", &label)));
-                            self.value(if metric.active() { *v } else { f64::NAN });
+                            let v = if metric.active() { *v } else { f64::NAN };
+                            self.line("", Some(("quantile", &label)), v);
                         }
                     }
                     None => {
                         let median = figures.median().map_or(f64::NAN, |m| m / divisor);
-                        self.name(base, mapped);
-                        self.labels(view, first, Some(("quantile", "0.5")));
-                        self.value(median);
+                        self.line("", Some(("quantile", "0.5")), median);
+                        let mut bounds = figures.percentile_bounds();
+                        let mut at = 0;
                         for (label, p) in &quantiles.labels {
-                            let v = figures.percentile_bounds().nth(*p).flatten();
-                            self.name(base, mapped);
-                            self.labels(view, first, Some(("quantile", label)));
-                            self.value(v.map_or(f64::NAN, |v| v / divisor));
+                            // Positive percentiles, in config order: skip to this one.
+                            let v = bounds.nth(p - at).flatten();
+                            at = p + 1;
+                            self.line(
+                                "",
+                                Some(("quantile", label)),
+                                v.map_or(f64::NAN, |v| v / divisor),
+                            );
                         }
                     }
                 }
-                self.name(base, mapped);
-                self.out.extend_from_slice(b"_sum");
-                self.labels(view, first, None);
-                self.value(sum);
-                self.name(base, mapped);
-                self.out.extend_from_slice(b"_count");
-                self.labels(view, first, None);
-                self.value(count);
+                self.line("_sum", None, sum);
+                self.line("_count", None, count);
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn buckets(
-        &mut self,
-        view: &View,
-        rows: &[usize],
-        bounds: &[f64],
-        count: f64,
-        base: &str,
-        mapped: bool,
-        first: usize,
-    ) {
+    fn buckets(&mut self, view: &View, rows: &[usize], bounds: &[f64], count: f64) {
         let mut counts = vec![0.0; bounds.len()];
         for &i in rows {
             let Some(observed) = bucket_observation(&view.record().metrics[i]) else {
@@ -270,15 +306,9 @@ impl Writer<'_> {
         }
         for (le, c) in bounds.iter().zip(&counts) {
             let label = self.le_label(*le);
-            self.name(base, mapped);
-            self.out.extend_from_slice(b"_bucket");
-            self.labels(view, first, Some(("le", &label)));
-            self.value(*c);
+            self.line("_bucket", Some(("le", &label)), *c);
         }
-        self.name(base, mapped);
-        self.out.extend_from_slice(b"_bucket");
-        self.labels(view, first, Some(("le", "+Inf")));
-        self.value(count);
+        self.line("_bucket", Some(("le", "+Inf")), count);
     }
 
     fn le_label(&mut self, le: f64) -> String {
@@ -286,44 +316,6 @@ impl Writer<'_> {
         match self.format {
             Format::OpenMetrics if !text.contains(['.', 'e', 'E']) => format!("{text}.0"),
             _ => text,
-        }
-    }
-
-    /// `{mapped labels, tags, extra}`, or nothing when there are none.
-    fn labels(&mut self, view: &View, i: usize, extra: Option<(&str, &str)>) {
-        let metric: &Metric = &view.record().metrics[i];
-        let mapped = view.mapped_labels(i);
-        let mut first = true;
-        let mut sep = |out: &mut Vec<u8>| {
-            out.push(if first { b'{' } else { b',' });
-            first = false;
-        };
-        for (key, value) in mapped {
-            sep(&mut self.out);
-            self.out.extend_from_slice(key.as_bytes());
-            self.out.extend_from_slice(b"=\"");
-            name::push_label_value(&mut self.out, value);
-            self.out.push(b'"');
-        }
-        for (key, value) in metric.key.tags() {
-            if mapped.iter().any(|(k, _)| name::same_escaped(k, key)) {
-                continue;
-            }
-            sep(&mut self.out);
-            name::push_escaped(&mut self.out, key);
-            self.out.extend_from_slice(b"=\"");
-            name::push_label_value(&mut self.out, value);
-            self.out.push(b'"');
-        }
-        if let Some((key, value)) = extra {
-            sep(&mut self.out);
-            self.out.extend_from_slice(key.as_bytes());
-            self.out.extend_from_slice(b"=\"");
-            self.out.extend_from_slice(value.as_bytes());
-            self.out.push(b'"');
-        }
-        if !first {
-            self.out.push(b'}');
         }
     }
 
