@@ -11,8 +11,6 @@ use common::{PATIENCE, client, config, send_udp};
 use monitoring::exposition;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "main weights every value of an interval by the interval's mean 1/rate \
-            (src/aggregate/distribution/observe.rs); SPEC §7.1 counts each value 1/rate times"]
 async fn values_sampled_at_different_rates_count_by_their_own_rate() {
     let toml = "backends = []\n[server]\nudp = [\"127.0.0.1:0\"]\n\
                 [aggregation]\nflush_interval_ms = 60000\n\

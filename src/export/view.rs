@@ -413,10 +413,8 @@ fn advance(t: &mut Totals, metric: &Metric) {
         Figures::Counter { count, .. } => t.a += count,
         Figures::Dist { figures, .. } => {
             let divisor = crate::export::divisor(metric.kind());
-            // `_sum` counts each value 1/rate times, as `_count` does: the mean times the count.
-            if let Some(mean) = figures.mean() {
-                t.a += mean * figures.count() / divisor;
-            }
+            // `_sum` counts each value 1/rate times, as `_count` does.
+            t.a += figures.weighted_sum() / divisor;
             t.b += figures.count();
         }
         Figures::Gauge { .. } | Figures::Set { .. } => {}

@@ -20,6 +20,9 @@ pub struct DistFigures {
     /// Buckets or quantiles an export plan asked for (SPEC §7.1); not part of the record's
     /// figures.
     pub(super) observed: Option<Box<Observed>>,
+    /// Σ value/rate: the sum with every value counted 1/rate times, as Prometheus-style
+    /// `_sum` wants it (exact while the values are; the mean times the count past that).
+    pub(super) weighted_sum: f64,
 }
 
 /// The figures over all of the interval's values.
@@ -77,6 +80,7 @@ impl DistFigures {
             tails: Vec::new(),
             bins: None,
             observed: None,
+            weighted_sum: 0.0,
         }
     }
 
@@ -103,6 +107,11 @@ impl DistFigures {
     /// The sum of the interval's values; 0 for an idle series.
     pub fn sum(&self) -> f64 {
         self.summary.map_or(0.0, |s| s.sum)
+    }
+
+    /// Σ value/rate over the interval: each value counted 1/rate times.
+    pub fn weighted_sum(&self) -> f64 {
+        self.weighted_sum
     }
 
     /// The median, when the series got a sample.
@@ -227,6 +236,7 @@ mod tests {
                 counts: vec![1, 1],
             }),
             observed: None,
+            weighted_sum: 3.0,
         };
         let names: Vec<String> = emitted(&figures, &config(&[10.0, -99.9]))
             .into_iter()

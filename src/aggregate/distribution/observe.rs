@@ -36,17 +36,24 @@ pub struct Observed {
 }
 
 impl Observe {
-    /// Observes sorted exact values; `count` is the interval's Σ 1/rate.
-    pub(super) fn sorted(self: &Arc<Observe>, sorted: &[f64], count: f64) -> Observed {
+    /// Observes sorted exact values; `sampled` holds the values sent with a rate below 1
+    /// and what each stands for beyond itself (1/rate - 1), so every value counts 1/rate
+    /// times.
+    pub(super) fn sorted(self: &Arc<Observe>, sorted: &[f64], sampled: &[(f64, f64)]) -> Observed {
         let n = sorted.len();
         let values = match &self.shape {
-            Shape::Buckets(bounds) => {
-                let weight = weight(count, n as u64);
-                bounds
-                    .iter()
-                    .map(|&le| sorted.partition_point(|&v| v / self.divisor <= le) as f64 * weight)
-                    .collect()
-            }
+            Shape::Buckets(bounds) => bounds
+                .iter()
+                .map(|&le| {
+                    let within = |v: f64| v / self.divisor <= le;
+                    let extra: f64 = sampled
+                        .iter()
+                        .filter(|(v, _)| within(*v))
+                        .map(|(_, w)| w)
+                        .sum();
+                    sorted.partition_point(|&v| within(v)) as f64 + extra
+                })
+                .collect(),
             Shape::Quantiles(qs) => qs
                 .iter()
                 .map(|&q| sorted.get(rank(q, n as u64) as usize).copied())
@@ -59,7 +66,8 @@ impl Observe {
         }
     }
 
-    /// Observes a sketched interval (within the sketch's 0.1 %).
+    /// Observes a sketched interval (within the sketch's 0.1 %); past `exact_samples` no
+    /// value keeps its rate, so each weighs the interval's mean, `count / n`.
     pub(super) fn sketched(self: &Arc<Observe>, sketch: &Sketch, count: f64) -> Observed {
         let n = sketch.len();
         let values = match &self.shape {
@@ -105,7 +113,7 @@ mod tests {
     #[test]
     fn buckets_count_values_at_or_below_each_bound() {
         let p = plan(Shape::Buckets(Arc::from([1.0, 2.0, 5.0])), 1.0);
-        let got = p.sorted(&[0.5, 1.0, 1.5, 2.0, 9.0], 5.0);
+        let got = p.sorted(&[0.5, 1.0, 1.5, 2.0, 9.0], &[]);
         assert_eq!(got.values, [2.0, 4.0, 4.0]);
     }
 
@@ -113,15 +121,16 @@ mod tests {
     fn timer_buckets_compare_in_seconds() {
         let p = plan(Shape::Buckets(Arc::from([0.1, 0.25])), 1000.0);
         // 100 ms is exactly 0.1 s: counted in le="0.1".
-        let got = p.sorted(&[50.0, 100.0, 200.0, 300.0], 4.0);
+        let got = p.sorted(&[50.0, 100.0, 200.0, 300.0], &[]);
         assert_eq!(got.values, [2.0, 3.0]);
     }
 
     #[test]
-    fn bucket_counts_carry_the_sample_rate() {
-        // Two values sent at @0.5: the count is 4, each value stands for two.
-        let p = plan(Shape::Buckets(Arc::from([1.0])), 1.0);
-        assert_eq!(p.sorted(&[0.5, 3.0], 4.0).values, [2.0]);
+    fn bucket_counts_carry_each_values_sample_rate() {
+        // 0.5 sent at @0.5 stands for two, 0.7 at @0.25 for four, 3.0 at rate 1 for one.
+        let p = plan(Shape::Buckets(Arc::from([0.6, 1.0])), 1.0);
+        let got = p.sorted(&[0.5, 0.7, 3.0], &[(0.5, 1.0), (0.7, 3.0)]);
+        assert_eq!(got.values, [2.0, 6.0]);
     }
 
     #[test]
@@ -129,6 +138,6 @@ mod tests {
         let p = plan(Shape::Quantiles(Arc::from([0.5, 0.75, 0.01])), 1.0);
         let values: Vec<f64> = (1..=10).map(f64::from).collect();
         // round(5) = 5th, round(7.5) = 8th, round(0.1) = 0 -> the first.
-        assert_eq!(p.sorted(&values, 10.0).values, [5.0, 8.0, 1.0]);
+        assert_eq!(p.sorted(&values, &[]).values, [5.0, 8.0, 1.0]);
     }
 }

@@ -16,6 +16,12 @@ pub struct DistState {
     samples: Samples,
     /// Raw values per bin (rates not applied), sized by the first `add` that had bins.
     bin_counts: Vec<u64>,
+    /// The samples sent with a rate below 1, as (value, 1/rate - 1: what each stands for
+    /// beyond itself), while the values are exact: `le` buckets and `_sum` count every value
+    /// 1/rate times (SPEC §7.1). Boxed: most series never see a rate, and one word per
+    /// series is cheaper than an empty `Vec`'s three.
+    #[allow(clippy::box_collection)]
+    sampled: Option<Box<Vec<(f64, f64)>>>,
 }
 
 /// The interval's values: raw while few, sketched beyond `exact_samples`.
@@ -44,14 +50,30 @@ impl DistState {
         if let Some(bins) = bins {
             self.count_bin(bins, value);
         }
+        if rate < 1.0 && self.samples.stays_exact(exact_samples) {
+            self.sampled
+                .get_or_insert_default()
+                .push((value, 1.0 / rate - 1.0));
+        }
         self.samples.push(value, exact_samples);
     }
 
     /// Moves a receive thread's share of the interval in, as if each of its samples had
     /// been added here.
     pub fn absorb(&mut self, share: LocalDist, bins: Option<&Bins>, exact_samples: usize) {
-        let LocalDist { count, values } = share;
+        let LocalDist {
+            count,
+            values,
+            sampled,
+        } = share;
         self.count += count;
+        if !sampled.is_empty()
+            && self
+                .samples
+                .stays_exact((exact_samples + 1).saturating_sub(values.len()))
+        {
+            self.sampled.get_or_insert_default().extend(sampled);
+        }
         if let Some(bins) = bins {
             for &value in &values {
                 self.count_bin(bins, value);
@@ -85,11 +107,13 @@ impl DistState {
             count,
             samples,
             bin_counts,
+            sampled,
         } = std::mem::take(self);
         DistSnapshot {
             count,
             samples,
             bin_counts,
+            sampled,
         }
     }
 
@@ -104,6 +128,11 @@ impl DistState {
 }
 
 impl Samples {
+    /// Whether one more value is kept exact.
+    fn stays_exact(&self, exact_samples: usize) -> bool {
+        matches!(self, Samples::Exact(values) if values.len() < exact_samples)
+    }
+
     fn push(&mut self, value: f64, exact_samples: usize) {
         match self {
             Samples::Sketch(sketch) => sketch.record(value),
@@ -137,6 +166,8 @@ fn normalize(value: f64, rate: f64) -> Option<(f64, f64)> {
 pub struct LocalDist {
     count: f64,
     values: Vec<f64>,
+    /// As [`DistState`]'s: the samples sent with a rate below 1.
+    sampled: Vec<(f64, f64)>,
 }
 
 impl LocalDist {
@@ -148,6 +179,9 @@ impl LocalDist {
         }
         if let Some((value, rate)) = normalize(value, rate) {
             self.count += 1.0 / rate;
+            if rate < 1.0 {
+                self.sampled.push((value, 1.0 / rate - 1.0));
+            }
             push_bounded(&mut self.values, value, cap);
         }
         true
@@ -175,6 +209,8 @@ pub struct DistSnapshot {
     count: f64,
     samples: Samples,
     bin_counts: Vec<u64>,
+    #[allow(clippy::box_collection)]
+    sampled: Option<Box<Vec<(f64, f64)>>>,
 }
 
 impl DistSnapshot {
@@ -191,15 +227,20 @@ impl DistSnapshot {
             count,
             samples,
             mut bin_counts,
+            sampled,
         } = self;
+        let sampled = sampled.as_deref().map_or(&[][..], |s| &s[..]);
         let observed;
+        let weighted_sum;
         let (summary, tails) = match samples {
             Samples::Exact(mut values) => {
                 values.sort_unstable_by(f64::total_cmp);
                 let Some(summary) = exact::summary(&values) else {
                     return DistFigures::idle();
                 };
-                observed = observe.map(|plan| Box::new(plan.sorted(&values, count)));
+                observed = observe.map(|plan| Box::new(plan.sorted(&values, sampled)));
+                // Each value 1/rate times: the sampled ones stand for more than themselves.
+                weighted_sum = summary.sum + sampled.iter().map(|(v, w)| v * w).sum::<f64>();
                 let tails = config
                     .percentiles
                     .iter()
@@ -209,7 +250,10 @@ impl DistSnapshot {
             }
             Samples::Sketch(sketch) => {
                 observed = observe.map(|plan| Box::new(plan.sketched(&sketch, count)));
-                sketch.figures(&config.percentiles)
+                let (summary, tails) = sketch.figures(&config.percentiles);
+                // Past exact_samples the rate of each value is not kept: the mean weight.
+                weighted_sum = summary.mean * count;
+                (summary, tails)
             }
         };
         let bins = bins.map(|bins| {
@@ -226,6 +270,7 @@ impl DistSnapshot {
             tails,
             bins,
             observed,
+            weighted_sum,
         }
     }
 }
@@ -242,6 +287,40 @@ mod tests {
                 .map(|p| Percentile::new(*p).unwrap())
                 .collect(),
             exact_samples,
+        }
+    }
+
+    #[test]
+    fn sampled_values_weigh_their_own_rate_through_a_local_share_too() {
+        use super::super::observe::{Observe, Shape};
+        let config = config(&[90.0], 100);
+        let plan = Arc::new(Observe {
+            shape: Shape::Buckets(Arc::from([1.0, 10.0])),
+            divisor: 1.0,
+        });
+        let samples = [(0.5, 0.5), (5.0, 1.0), (20.0, 0.25), (0.7, 1.0)];
+        // All straight into the shard's state.
+        let mut direct = DistState::default();
+        for (v, r) in samples {
+            direct.add(v, r, None, config.exact_samples);
+        }
+        // Half through a receive thread's share, absorbed at the flush.
+        let mut split = DistState::default();
+        let mut share = LocalDist::default();
+        for (v, r) in &samples[..2] {
+            assert!(share.add(*v, *r, 100));
+        }
+        for (v, r) in &samples[2..] {
+            split.add(*v, *r, None, config.exact_samples);
+        }
+        split.absorb(share, None, config.exact_samples);
+        for mut state in [direct, split] {
+            let figures = state.take().figures(&config, None, Some(&plan), 1.0);
+            // 0.5 counts 2, 0.7 once, 5 once, 20 four times.
+            let observed = figures.observed().expect("observed");
+            assert_eq!(observed.values, [3.0, 4.0]);
+            assert_eq!(figures.count(), 8.0);
+            assert_eq!(figures.weighted_sum(), 0.5 * 2.0 + 0.7 + 5.0 + 20.0 * 4.0);
         }
     }
 
