@@ -580,3 +580,66 @@ async fn the_mappings_default_ttl_retires_idle_series_from_metrics_only() {
     assert_eq!(latest["metrics"][0]["value"], 1);
     agent.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_an_unchanged_backend_and_starts_a_new_one() {
+    use common::receiver::HttpReceiver;
+    let receiver = HttpReceiver::start("127.0.0.1:0");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tallyd.toml");
+    let out = dir.path().join("out.jsonl");
+    let http = format!(
+        "[[backends]]\nkind = \"http\"\nurl = {:?}\n",
+        receiver.url()
+    );
+    let head = "[server]\nudp = [\"127.0.0.1:0\"]\n[api]\nlisten = \"127.0.0.1:0\"\n\
+                [aggregation]\nflush_interval_ms = 60000\n";
+    std::fs::write(&path, format!("{head}{http}")).expect("write");
+    let config = tallyd::config::Config::load(&path).expect("valid");
+    let running = tallyd::app::start_from(config, Some(path.clone()), Vec::new())
+        .await
+        .expect("starts");
+    common::send_udp(running.udp_addrs()[0], &["before:1|c"]);
+    let deadline = Instant::now() + PATIENCE;
+    while running.telemetry().lines_total() < 1 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    running.flush_now().await;
+    let first = receiver.next().json();
+    assert_eq!(first["metrics"][0]["name"], "before");
+    // The same http entry plus a file: the http backend runs on, the file starts.
+    let file = format!(
+        "[[backends]]\nkind = \"json_file\"\npath = {:?}\n",
+        out.display().to_string()
+    );
+    std::fs::write(&path, format!("{head}{http}{file}")).expect("write");
+    running.reload().await.expect("reloaded");
+    common::send_udp(running.udp_addrs()[0], &["after:1|c"]);
+    while running.telemetry().lines_total() < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    running.flush_now().await;
+    let second = receiver.next().json();
+    assert!(
+        second["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .any(|m| m["name"] == "after"),
+        "{second}"
+    );
+    running.shutdown().await;
+    let lines = std::fs::read_to_string(&out).expect("the new backend wrote");
+    assert!(lines.contains("\"after\""), "{lines}");
+    // It started after the first flush: it has the second one and the final one.
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    // Two flushes and the final one went to the http receiver: no record lost or repeated.
+    let last = receiver.next().json();
+    assert_eq!(
+        last["internal"]["config_reloads"], 0,
+        "counted in the second flush"
+    );
+    assert_eq!(second["internal"]["config_reloads"], 1);
+}
