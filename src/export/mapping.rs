@@ -180,6 +180,14 @@ impl Mapping {
         Mapped::Unmatched
     }
 
+    /// Whether some rule gives an observer type (its own or the defaults'): when none does,
+    /// the mapping cannot change how a timer is observed, and the flush path need not ask.
+    pub fn sets_observers(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.map.as_ref().is_some_and(|m| m.observer.is_some()))
+    }
+
     /// The defaults' `ttl`, which statsd_exporter also gives series no rule matched.
     pub fn default_ttl(&self) -> Option<Duration> {
         self.default_ttl

@@ -95,6 +95,8 @@ fn mapping_message(error: &MappingError) -> String {
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
     pub prometheus: PrometheusConfig,
+    /// Whether the mapping has a rule with an observer type (worked out once).
+    mapping_observes: bool,
     /// The default buckets, shared by every series that uses them, per divisor.
     default_seconds: Arc<Observe>,
     default_plain: Arc<Observe>,
@@ -109,7 +111,12 @@ impl ExportPlan {
                 divisor,
             })
         };
+        let mapping_observes = prometheus
+            .mapping
+            .as_deref()
+            .is_some_and(Mapping::sets_observers);
         ExportPlan {
+            mapping_observes,
             prometheus,
             default_seconds: default(1000.0),
             default_plain: default(1.0),
@@ -125,12 +132,14 @@ impl ExportPlan {
         bins: Option<&Bins>,
     ) -> Option<Arc<Observe>> {
         let divisor = divisor(kind);
-        let observer = match self
+        // Asked once per new timer series, on its receive thread: a mapping whose rules give
+        // no observer type is not consulted at all.
+        let mapping = self
             .prometheus
             .mapping
             .as_deref()
-            .map(|m| m.apply(name, kind))
-        {
+            .filter(|_| self.mapping_observes);
+        let observer = match mapping.map(|m| m.apply(name, kind)) {
             Some(Mapped::Drop) => return None,
             Some(Mapped::Map(result)) => result.observer,
             Some(Mapped::Unmatched) | None => None,
