@@ -75,6 +75,7 @@ pub async fn run_from(
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let reloadable = config_path.is_some();
     let running = start_from(config, config_path, Vec::new()).await?;
     let reload_tx = running.reload_sender();
     let hangups = tokio::spawn(async move {
@@ -84,6 +85,12 @@ pub async fn run_from(
             return;
         };
         while hangup.recv().await.is_some() {
+            if !reloadable {
+                tracing::warn!(
+                    "SIGHUP received, but the agent runs on built-in defaults: nothing to reload"
+                );
+                continue;
+            }
             tracing::info!("SIGHUP received: reloading the config");
             let (reply_tx, reply_rx) = oneshot::channel();
             if reload_tx.send(reply_tx).await.is_err() {
