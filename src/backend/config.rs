@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use super::sender::{QUEUE_KEYS, QueueConfig, RawQueueConfig};
-use super::{console, http, json_file};
+use super::{console, graphite, http, json_file};
 
 /// One configured backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +14,7 @@ pub enum BackendConfig {
     Console { json: bool },
     JsonFile(json_file::JsonFileConfig),
     Http(http::HttpConfig),
+    Graphite(graphite::GraphiteConfig),
 }
 
 impl BackendConfig {
@@ -23,6 +24,7 @@ impl BackendConfig {
             BackendConfig::Console { .. } => "console",
             BackendConfig::JsonFile(_) => "json_file",
             BackendConfig::Http(_) => "http",
+            BackendConfig::Graphite(_) => "graphite",
         }
     }
 }
@@ -65,7 +67,7 @@ impl BackendInvalid {
 }
 
 /// The kinds, for error messages.
-const KINDS: &str = "console, json_file or http";
+const KINDS: &str = "console, json_file, http or graphite";
 
 /// Validates one `[[backends]]` table.
 ///
@@ -81,6 +83,7 @@ pub fn validate(mut table: toml::Table) -> Result<BackendConfig, BackendInvalid>
         "console" => console::validate(table).map(|json| BackendConfig::Console { json }),
         "json_file" => json_file::validate(table).map(BackendConfig::JsonFile),
         "http" => http::validate(table).map(BackendConfig::Http),
+        "graphite" => graphite::validate(table).map(BackendConfig::Graphite),
         other => Err(BackendInvalid::at(
             "kind",
             format!("unknown backend kind {other:?}: use {KINDS}"),

@@ -5,6 +5,7 @@
 mod capture;
 pub mod config;
 mod console;
+pub mod graphite;
 pub mod http;
 pub mod json_file;
 pub mod sender;
@@ -17,6 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 pub use capture::CaptureBackend;
 pub use console::ConsoleBackend;
+pub use graphite::GraphiteBackend;
 pub use http::HttpBackend;
 pub use json_file::JsonFileBackend;
 
@@ -107,6 +109,11 @@ pub fn build(
         BackendConfig::Http(http) => Box::new(HttpBackend::spawn(
             http,
             context.http.clone(),
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::Graphite(graphite) => Box::new(GraphiteBackend::spawn(
+            graphite,
             context.telemetry.clone(),
             context.shutdown_timeout,
         )?),
