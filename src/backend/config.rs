@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use super::sender::{QUEUE_KEYS, QueueConfig, RawQueueConfig};
-use super::{console, graphite, http, json_file};
+use super::{console, graphite, http, json_file, statsd};
 
 /// One configured backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +15,7 @@ pub enum BackendConfig {
     JsonFile(json_file::JsonFileConfig),
     Http(http::HttpConfig),
     Graphite(graphite::GraphiteConfig),
+    Statsd(statsd::StatsdConfig),
 }
 
 impl BackendConfig {
@@ -25,6 +26,7 @@ impl BackendConfig {
             BackendConfig::JsonFile(_) => "json_file",
             BackendConfig::Http(_) => "http",
             BackendConfig::Graphite(_) => "graphite",
+            BackendConfig::Statsd(_) => "statsd",
         }
     }
 }
@@ -67,7 +69,7 @@ impl BackendInvalid {
 }
 
 /// The kinds, for error messages.
-const KINDS: &str = "console, json_file, http or graphite";
+const KINDS: &str = "console, json_file, http, graphite or statsd";
 
 /// Validates one `[[backends]]` table.
 ///
@@ -84,6 +86,7 @@ pub fn validate(mut table: toml::Table) -> Result<BackendConfig, BackendInvalid>
         "json_file" => json_file::validate(table).map(BackendConfig::JsonFile),
         "http" => http::validate(table).map(BackendConfig::Http),
         "graphite" => graphite::validate(table).map(BackendConfig::Graphite),
+        "statsd" => statsd::validate(table).map(BackendConfig::Statsd),
         other => Err(BackendInvalid::at(
             "kind",
             format!("unknown backend kind {other:?}: use {KINDS}"),

@@ -9,6 +9,7 @@ pub mod graphite;
 pub mod http;
 pub mod json_file;
 pub mod sender;
+pub mod statsd;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,6 +22,7 @@ pub use console::ConsoleBackend;
 pub use graphite::GraphiteBackend;
 pub use http::HttpBackend;
 pub use json_file::JsonFileBackend;
+pub use statsd::StatsdBackend;
 
 use crate::config::BackendConfig;
 use crate::http::HttpClient;
@@ -114,6 +116,11 @@ pub fn build(
         )?),
         BackendConfig::Graphite(graphite) => Box::new(GraphiteBackend::spawn(
             graphite,
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::Statsd(statsd) => Box::new(StatsdBackend::spawn(
+            statsd,
             context.telemetry.clone(),
             context.shutdown_timeout,
         )?),

@@ -20,6 +20,19 @@ pub struct DistFigures {
     /// Buckets or quantiles an export plan asked for (SPEC §7.1); not part of the record's
     /// figures.
     pub(super) observed: Option<Box<Observed>>,
+    /// The interval's values, for a `statsd` output to forward (only with
+    /// `DistributionConfig::keep_values`).
+    pub(super) values: Option<Box<Values>>,
+}
+
+/// One interval's values as forwarding sends them on (SPEC §7.4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// Every raw value, ascending.
+    Exact(Vec<f64>),
+    /// Past `exact_samples`: the sketch's values, ascending, each with how many raw values
+    /// it stands for (the first and last are the exact `lower` and `upper`).
+    Weighted(Vec<(f64, u64)>),
 }
 
 /// The figures over all of the interval's values.
@@ -77,6 +90,7 @@ impl DistFigures {
             tails: Vec::new(),
             bins: None,
             observed: None,
+            values: None,
         }
     }
 
@@ -119,6 +133,11 @@ impl DistFigures {
     /// a negative one), where k > 0.
     pub fn percentile_bounds(&self) -> impl Iterator<Item = Option<f64>> + '_ {
         self.tails.iter().map(|t| t.map(|t| t.bound))
+    }
+
+    /// The interval's values, kept for forwarding.
+    pub fn values(&self) -> Option<&Values> {
+        self.values.as_deref()
     }
 
     /// The buckets or quantiles an export plan asked for.
@@ -188,6 +207,7 @@ mod tests {
                 .map(|p| Percentile::new(*p).unwrap())
                 .collect(),
             exact_samples: 10,
+            keep_values: false,
         }
     }
 
@@ -227,6 +247,7 @@ mod tests {
                 counts: vec![1, 1],
             }),
             observed: None,
+            values: None,
         };
         let names: Vec<String> = emitted(&figures, &config(&[10.0, -99.9]))
             .into_iter()

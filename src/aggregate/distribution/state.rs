@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::figures::BinCounts;
 use super::sketch::Sketch;
-use super::{Bins, DistFigures, DistributionConfig, Observe, exact};
+use super::{Bins, DistFigures, DistributionConfig, Observe, Values, exact};
 
 /// One series' samples for the current interval. Lives in an aggregator shard; `add` is on the
 /// hot path (no allocation beyond amortized Vec growth).
@@ -193,22 +193,28 @@ impl DistSnapshot {
             mut bin_counts,
         } = self;
         let observed;
+        let values;
         let (summary, tails) = match samples {
-            Samples::Exact(mut values) => {
-                values.sort_unstable_by(f64::total_cmp);
-                let Some(summary) = exact::summary(&values) else {
+            Samples::Exact(mut sorted) => {
+                sorted.sort_unstable_by(f64::total_cmp);
+                let Some(summary) = exact::summary(&sorted) else {
                     return DistFigures::idle();
                 };
-                observed = observe.map(|plan| Box::new(plan.sorted(&values, count)));
+                observed = observe.map(|plan| Box::new(plan.sorted(&sorted, count)));
                 let tails = config
                     .percentiles
                     .iter()
-                    .map(|p| exact::tail(&values, p))
+                    .map(|p| exact::tail(&sorted, p))
                     .collect();
+                // Moved, not copied: the sorted values would be dropped here otherwise.
+                values = config.keep_values.then(|| Box::new(Values::Exact(sorted)));
                 (summary, tails)
             }
             Samples::Sketch(sketch) => {
                 observed = observe.map(|plan| Box::new(plan.sketched(&sketch, count)));
+                values = config
+                    .keep_values
+                    .then(|| Box::new(Values::Weighted(sketch.weighted())));
                 sketch.figures(&config.percentiles)
             }
         };
@@ -226,6 +232,7 @@ impl DistSnapshot {
             tails,
             bins,
             observed,
+            values,
         }
     }
 }
@@ -242,6 +249,7 @@ mod tests {
                 .map(|p| Percentile::new(*p).unwrap())
                 .collect(),
             exact_samples,
+            keep_values: false,
         }
     }
 
