@@ -1,4 +1,4 @@
-//! A record as Graphite plaintext lines, named as etsy statsd 0.10's `backends/graphite.js`
+//! A record as Graphite plaintext lines, named as etsy statsd's `backends/graphite.js`
 //! names them. Everything that is the same for every line (namespaces, suffix, the
 //! timestamp) is prepared once; a series' path and tags are written once per series into
 //! scratch buffers that live as long as the encoder, so a flush allocates only its payloads.
@@ -27,9 +27,10 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
-    /// etsy's `graphite_init`: with `legacy_namespace`, `<global_prefix>` for counters and
-    /// `<global_prefix>.timers` / `.gauges` / `.sets` (the kind prefixes unused); without
-    /// it, `<global_prefix>.<prefix_kind>`, an empty part dropped.
+    /// etsy's `graphite_init`: with `legacy_namespace`, the fixed `stats` for counters and
+    /// `stats.timers` / `.gauges` / `.sets` (no prefix used: etsy 0.9 and later hard-code
+    /// them); without it, `<global_prefix>.<prefix_kind>`, an empty part dropped. The
+    /// agent's own figures are `<global_prefix>.tallyd.` in both modes (SPEC §7.3).
     pub fn new(names: &NameConfig) -> Namespaces {
         let join = |parts: &[&str]| -> Vec<u8> {
             let mut out = Vec::new();
@@ -43,11 +44,11 @@ impl Namespaces {
         let internal = join(&[global, "tallyd"]);
         if names.legacy_namespace {
             Namespaces {
-                counter: join(&[global]),
+                counter: b"stats.".to_vec(),
                 counts: b"stats_counts.".to_vec(),
-                timer: join(&[global, "timers"]),
-                gauge: join(&[global, "gauges"]),
-                set: join(&[global, "sets"]),
+                timer: b"stats.timers.".to_vec(),
+                gauge: b"stats.gauges.".to_vec(),
+                set: b"stats.sets.".to_vec(),
                 internal,
             }
         } else {

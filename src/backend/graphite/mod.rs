@@ -1,7 +1,7 @@
 //! The Graphite output (SPEC §7.3): each record as plaintext lines `<path> <value> <ts>\n`
 //! over one persistent TCP connection ([`TcpTransport`]) through the shared sender.
 //!
-//! Paths are etsy statsd 0.10's (`backends/graphite.js`), in both `legacy_namespace` modes;
+//! Paths are etsy statsd's (`backends/graphite.js`), in both `legacy_namespace` modes;
 //! the encoder ([`encode`]) writes a flush straight into payload buffers of about 1 MiB, so a
 //! million-series record is a few hundred payloads the queue bounds and orders like any other.
 
