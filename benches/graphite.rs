@@ -60,6 +60,17 @@ fn record(forward: bool) -> Record {
     record
 }
 
+/// What the comparison with etsy statsd floods it with: `n` untagged counter series.
+fn counters(n: usize) -> Record {
+    let text: String = (0..n).map(|i| format!("bench.counter.{i}:1|c\n")).collect();
+    let config = Config::from_toml(
+        "backends = []\n[aggregation]\nflush_interval_ms = 10000\nshards = 1\n",
+        std::path::Path::new("bench.toml"),
+    )
+    .expect("valid");
+    record_from_datagram(&config, &text)
+}
+
 /// The lines and bytes of one flush; `framed`: payloads of length-framed datagrams.
 fn lines_of(framed: bool, encode: impl FnOnce(&mut dyn FnMut(Vec<u8>))) -> (u64, u64) {
     let (mut lines, mut bytes) = (0u64, 0u64);
@@ -79,6 +90,22 @@ fn newlines(text: &[u8]) -> u64 {
 }
 
 fn bench(c: &mut Criterion) {
+    let small = counters(100_000);
+    let mut encoder = GraphiteEncoder::new(&NameConfig::default());
+    let (lines, _) = lines_of(false, |push| encoder.encode(&small, push));
+    let mut group = c.benchmark_group("graphite");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(lines));
+    group.bench_function("encode/100k_counters", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            encoder.encode(&small, |payload| n += payload.len());
+            n
+        });
+    });
+    group.finish();
+    drop(small);
+
     let record = record(false);
     let mut encoder = GraphiteEncoder::new(&NameConfig::default());
     let (lines, bytes) = lines_of(false, |push| encoder.encode(&record, push));
