@@ -32,7 +32,7 @@ fn agent_config(backends: &str) -> String {
 fn edge_config(address: &str, protocol: &str) -> String {
     agent_config(&format!(
         "[[backends]]\nkind = \"statsd\"\naddress = {address:?}\nprotocol = {protocol:?}\n\
-         retry_initial_ms = 10\nretry_max_ms = 50\n"
+         max_datagram_bytes = 16384\nretry_initial_ms = 10\nretry_max_ms = 50\n"
     ))
 }
 
@@ -103,10 +103,15 @@ async fn forwarded_figures_equal_direct_ones(protocol: &str) {
         // Shutting down flushes the edge and waits until its sender has handed every
         // payload to the socket.
         let record = edge.finish().await;
-        // Each series is one line (each fits a datagram); a negative gauge is two.
+        // What the central must have read before it flushes: a line per series (each
+        // timer's values fit one 16 KiB line here), a set's a line per member, a negative
+        // gauge's two.
         for metric in record["metrics"].as_array().expect("metrics") {
-            let negative_gauge = metric["type"] == "gauge" && fig(metric, "value") < 0.0;
-            forwarded_lines += 1 + u64::from(negative_gauge);
+            forwarded_lines += match metric["type"].as_str() {
+                Some("set") => fig(metric, "count") as u64,
+                Some("gauge") if fig(metric, "value") < 0.0 => 2,
+                _ => 1,
+            };
         }
     }
     let direct_lines: u64 = traffic
@@ -117,6 +122,11 @@ async fn forwarded_figures_equal_direct_ones(protocol: &str) {
     direct.wait_lines(direct_lines).await;
     central.wait_lines(forwarded_lines).await;
     let central_record = central.flush().await;
+    assert_eq!(
+        central_record["internal"]["lines_received"].as_u64(),
+        Some(forwarded_lines),
+        "the central read exactly the lines forwarded"
+    );
     let direct_record = direct.flush().await;
 
     let (got, want) = (figures(&central_record), figures(&direct_record));

@@ -105,7 +105,11 @@ async fn an_outage_longer_than_the_queue_drops_the_oldest_and_counts_them() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     sink.restart();
-    assert_eq!(counts(&sink, "orders", 2), [5, 6], "the newest two, in order");
+    assert_eq!(
+        counts(&sink, "orders", 2),
+        [5, 6],
+        "the newest two, in order"
+    );
     assert_eq!(agent.running.telemetry().dropped_records_total(), 4);
     agent.finish().await;
 }

@@ -1,6 +1,6 @@
 //! A record's active series as DogStatsD lines a receiving agent folds into the same
 //! figures (SPEC §7.4): counters as their count, gauges as absolute writes, sets as their
-//! members, distributions as every value packed with a rate that keeps the count.
+//! members (a line each), distributions as every value packed with a rate that keeps the count.
 //!
 //! Lines are packed into datagrams of at most `max_datagram_bytes` (framed for
 //! [`UdpTransport`](crate::backend::sender::udp::UdpTransport)), or written as a plain
@@ -158,17 +158,18 @@ impl StatsdEncoder {
         self.put(out);
     }
 
-    /// The members, packed `<name>:m1:m2...|s`.
+    /// The members, one line each (`<name>:<member>|s`): receivers without value packing
+    /// (etsy statsd) read them too, and a member never splits.
     fn set(&mut self, out: &mut Out, texts: &str) {
-        let mut trailer = Vec::with_capacity(self.tags.len() + 3);
-        trailer.extend_from_slice(b"|s");
-        trailer.extend_from_slice(&self.tags);
-        trailer.push(b'\n');
-        self.line.clear();
         for member in texts.split_terminator('\n') {
-            self.pack(out, member.as_bytes(), &trailer);
+            self.line.clear();
+            self.line.extend_from_slice(&self.head);
+            self.line.extend_from_slice(member.as_bytes());
+            self.line.extend_from_slice(b"|s");
+            self.line.extend_from_slice(&self.tags);
+            self.line.push(b'\n');
+            self.put(out);
         }
-        self.finish_line(out, &trailer);
     }
 
     /// Every value (a sketch's value as many times as it stands for), packed, with the

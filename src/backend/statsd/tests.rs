@@ -56,8 +56,8 @@ fn gauges_are_absolute_and_a_negative_one_is_set_through_zero() {
 }
 
 #[test]
-fn sets_send_their_distinct_members_packed() {
-    assert_eq!(lines("u:a|s\nu:b|s\nu:a|s"), ["u:a:b|s"]);
+fn sets_send_their_distinct_members_a_line_each() {
+    assert_eq!(lines("u:a|s\nu:b|s\nu:a|s"), ["u:a|s", "u:b|s"]);
 }
 
 #[test]
