@@ -181,3 +181,45 @@ async fn flushes_forwarded_while_the_tcp_receiver_is_down_arrive_in_order() {
     );
     edge.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statsd_backend_added_by_a_reload_forwards_timer_values_and_set_members() {
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tallyd.toml");
+    std::fs::write(&path, agent_config("")).expect("write");
+    let config = tallyd::config::Config::load(&path).expect("valid");
+    assert!(
+        !config.aggregation.forward,
+        "nothing kept without forwarding"
+    );
+    let running = tallyd::app::start_from(config, Some(path.clone()), Vec::new())
+        .await
+        .expect("starts");
+    let address = receiver.local_addr().expect("addr").to_string();
+    std::fs::write(&path, edge_config(&address, "udp")).expect("write");
+    running.reload().await.expect("reloaded");
+    // The shards take the new config at the next flush.
+    running.flush_now().await;
+    send_udp(running.udp_addrs()[0], &["t:5|ms\nt:7|ms\nu:x|s\nu:y|s"]);
+    let deadline = Instant::now() + PATIENCE;
+    while running.telemetry().lines_total() < 4 {
+        assert!(Instant::now() < deadline, "the lines arrive");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    running.flush_now().await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < 3 && Instant::now() < deadline {
+        if let Ok(n) = receiver.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            got.extend(text.lines().map(str::to_string));
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["t:5:7|ms", "u:x|s", "u:y|s"]);
+    running.shutdown().await;
+}
