@@ -20,7 +20,9 @@ pub struct Members {
     sketch: Option<Box<Sketch>>,
     /// The texts of the distinct members counted exactly, each followed by `\n` (only
     /// when forwarding asks for them; members never hold a newline).
-    texts: String,
+    /// Boxed: one word for the sets of an agent that does not forward, against three.
+    #[allow(clippy::box_collection)]
+    texts: Option<Box<String>>,
 }
 
 impl Members {
@@ -42,8 +44,9 @@ impl Members {
             && self.exact.len() <= max_exact
             && let Some(text) = text
         {
-            self.texts.push_str(text);
-            self.texts.push('\n');
+            let texts = self.texts.get_or_insert_with(Box::default);
+            texts.push_str(text);
+            texts.push('\n');
         }
         if new && self.exact.len() > max_exact {
             let mut sketch = Box::new(Sketch::new());
@@ -58,7 +61,7 @@ impl Members {
     /// The interval's distinct members, and whether that is an estimate; empties the set
     /// (the next interval starts exact again).
     pub fn take_count(&mut self) -> (u64, bool) {
-        self.texts.clear();
+        self.texts = None;
         match self.sketch.take() {
             Some(sketch) => (sketch.estimate(), true),
             None => (std::mem::take(&mut self.exact).len() as u64, false),
@@ -70,7 +73,7 @@ impl Members {
     /// [`Members::take_count`], with the texts kept: the exactly counted members (all of
     /// them while the count is exact; the first `max_exact` when it is an estimate).
     pub fn take_with_texts(&mut self) -> (u64, bool, String) {
-        let texts = std::mem::take(&mut self.texts);
+        let texts = self.texts.take().map(|texts| *texts).unwrap_or_default();
         let (count, estimated) = self.take_count();
         (count, estimated, texts)
     }
