@@ -521,6 +521,7 @@ impl Reloader {
         };
         let mut aggregation = old.aggregation.clone();
         aggregation.histograms = loaded.aggregation.histograms.clone();
+        aggregation.set_forward(loaded.aggregation.forward);
         if old.api.listen.is_some() {
             aggregation.export = Some(Arc::new(crate::export::ExportPlan::new(
                 loaded.prometheus.clone(),

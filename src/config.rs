@@ -137,6 +137,9 @@ pub struct AggregationConfig {
     pub histograms: Vec<HistogramRule>,
     /// What Prometheus-style outputs need observed per series; `None` when none is on.
     pub export: Option<Arc<crate::export::ExportPlan>>,
+    /// A `statsd` output forwards the series (SPEC §7.4): set members are kept beside their
+    /// hashes, and `distribution.keep_values` keeps timer values, for it. Off, neither costs.
+    pub forward: bool,
 }
 
 impl AggregationConfig {
@@ -145,6 +148,12 @@ impl AggregationConfig {
     pub fn observe_for(&self, name: &str, kind: MetricKind) -> Option<Arc<Observe>> {
         let plan = self.export.as_ref()?;
         plan.observe_for(name, kind, self.bins_for(name).map(|b| &**b))
+    }
+
+    /// Keeps (or stops keeping) what forwarding sends on: set members and timer values.
+    pub fn set_forward(&mut self, forward: bool) {
+        self.forward = forward;
+        self.distribution.keep_values = forward;
     }
 
     /// The bins of the first histogram rule whose pattern matches `name`.
@@ -503,6 +512,11 @@ impl RawConfig {
             // `/metrics` needs buckets and mapped quantiles observed at each flush.
             aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
         }
+        aggregation.set_forward(
+            backends
+                .iter()
+                .any(|b: &BackendConfig| matches!(b, BackendConfig::Statsd(_))),
+        );
         let notifiers = validate_notifiers(self.notifiers)?;
         let mut alerts: Vec<AlertRule> = Vec::with_capacity(self.alerts.len());
         for raw in self.alerts {
@@ -778,6 +792,7 @@ impl RawAggregation {
             distribution: DistributionConfig {
                 percentiles,
                 exact_samples: at_least_one(&self.exact_samples, "exact_samples")?,
+                keep_values: false,
             },
             gauge_deltas: self.gauge_deltas,
             series_ttl: Duration::from_millis(self.series_ttl_ms),
@@ -786,6 +801,7 @@ impl RawAggregation {
             global_tags,
             histograms,
             export: None,
+            forward: false,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::aggregate::distribution::{DistFigures, DistributionConfig};
-use crate::aggregate::{LocalHandle, RawData, RawMetric, ShardHandle, ShardSnapshot};
+use crate::aggregate::{LocalHandle, RawData, RawMetric, SeriesKey, ShardHandle, ShardSnapshot};
 use crate::alert::Alerter;
 use crate::backend::BackendHandle;
 use crate::config::{AggregationConfig, BackendConfig, Config};
@@ -253,6 +253,8 @@ impl Flusher {
                 .name("tallyd-alerts-close".into())
                 .spawn(move || old.close(deadline));
         }
+        // Forwarding may have been switched on or off: the figures keep values, or not.
+        self.distribution = Arc::new(reload.aggregation.distribution.clone());
         self.pending = Some(reload.aggregation);
     }
 
@@ -261,8 +263,10 @@ impl Flusher {
         let total: usize = snapshots.iter().map(|s| s.metrics.len()).sum();
         let mut metrics: Vec<Metric> = Vec::new();
         let mut events = Vec::new();
+        let mut members = Vec::new();
         for snapshot in snapshots {
             events.extend(snapshot.events);
+            members.extend(snapshot.members);
             let figures = snapshot
                 .metrics
                 .into_iter()
@@ -277,6 +281,7 @@ impl Flusher {
             }
         }
         metrics.sort_unstable_by(|a, b| a.key.record_order(&b.key));
+        members.sort_unstable_by(|a: &(SeriesKey, String), b| a.0.record_order(&b.0));
         Record {
             timestamp: unix_seconds(),
             interval_ms: self.config.aggregation.flush_interval.as_millis() as u64,
@@ -286,6 +291,7 @@ impl Flusher {
             alerts: Vec::new(),
             firing: Vec::new(),
             internal: Default::default(),
+            members,
             distribution: self.distribution.clone(),
         }
     }

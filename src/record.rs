@@ -27,6 +27,10 @@ pub struct Record {
     /// API and `tallyd_alerts_firing`; not part of the record's JSON).
     pub firing: Vec<AlertEvent>,
     pub internal: Internal,
+    /// The distinct members of set series, each followed by `\n`, in record order: only
+    /// when a `statsd` output forwards them (`AggregationConfig::forward`); not part of the
+    /// record's JSON.
+    pub members: Vec<(SeriesKey, String)>,
     /// Names the percentile figures of timers, histograms and distributions.
     pub distribution: Arc<DistributionConfig>,
 }

@@ -1,6 +1,7 @@
 //! A set's distinct members in one interval: their 64-bit hashes, counted exactly up to a
 //! configured number, then estimated by a HyperLogLog sketch of fixed size, so that a flood
-//! of distinct members cannot grow a series' memory without bound.
+//! of distinct members cannot grow a series' memory without bound. When a `statsd` output
+//! forwards the sets (SPEC §7.4), the texts of the exactly counted members are kept too.
 
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
@@ -17,17 +18,37 @@ const REGISTERS: usize = 1 << INDEX_BITS;
 pub struct Members {
     exact: HashSet<u64, BuildHasherDefault<FxHasher>>,
     sketch: Option<Box<Sketch>>,
+    /// The texts of the distinct members counted exactly, each followed by `\n` (only
+    /// when forwarding asks for them; members never hold a newline).
+    /// Boxed: one word for the sets of an agent that does not forward, against three.
+    #[allow(clippy::box_collection)]
+    texts: Option<Box<String>>,
 }
 
 impl Members {
     /// Adds one member's hash. Past `max_exact` distinct members the set moves to the sketch
     /// and gives its exact table back.
+    #[cfg(test)]
     pub fn insert(&mut self, hash: u64, max_exact: usize) {
+        self.insert_text(hash, None, max_exact);
+    }
+
+    /// [`Members::insert`], keeping `text` when it is a new member counted exactly.
+    pub fn insert_text(&mut self, hash: u64, text: Option<&str>, max_exact: usize) {
         if let Some(sketch) = &mut self.sketch {
             sketch.insert(hash);
             return;
         }
-        if self.exact.insert(hash) && self.exact.len() > max_exact {
+        let new = self.exact.insert(hash);
+        if new
+            && self.exact.len() <= max_exact
+            && let Some(text) = text
+        {
+            let texts = self.texts.get_or_insert_with(Box::default);
+            texts.push_str(text);
+            texts.push('\n');
+        }
+        if new && self.exact.len() > max_exact {
             let mut sketch = Box::new(Sketch::new());
             for &member in &self.exact {
                 sketch.insert(member);
@@ -40,10 +61,21 @@ impl Members {
     /// The interval's distinct members, and whether that is an estimate; empties the set
     /// (the next interval starts exact again).
     pub fn take_count(&mut self) -> (u64, bool) {
+        self.texts = None;
         match self.sketch.take() {
             Some(sketch) => (sketch.estimate(), true),
             None => (std::mem::take(&mut self.exact).len() as u64, false),
         }
+    }
+}
+
+impl Members {
+    /// [`Members::take_count`], with the texts kept: the exactly counted members (all of
+    /// them while the count is exact; the first `max_exact` when it is an estimate).
+    pub fn take_with_texts(&mut self) -> (u64, bool, String) {
+        let texts = self.texts.take().map(|texts| *texts).unwrap_or_default();
+        let (count, estimated) = self.take_count();
+        (count, estimated, texts)
     }
 }
 
@@ -125,6 +157,19 @@ mod tests {
             (0, false),
             "taking the count empties it"
         );
+    }
+
+    #[test]
+    fn texts_are_kept_for_the_exactly_counted_members_only() {
+        let mut members = Members::default();
+        for (hash, text) in [(1, "a"), (2, "b"), (1, "a"), (3, "c"), (4, "d")] {
+            members.insert_text(hash, Some(text), 3);
+        }
+        let (_, estimated, texts) = members.take_with_texts();
+        assert!(estimated, "four distinct members over a cap of three");
+        assert_eq!(texts, "a\nb\nc\n");
+        members.insert_text(9, Some("z"), 3);
+        assert_eq!(members.take_with_texts(), (1, false, "z\n".to_string()));
     }
 
     #[test]

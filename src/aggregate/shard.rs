@@ -21,6 +21,9 @@ use crate::telemetry::Telemetry;
 pub struct ShardSnapshot {
     pub metrics: Vec<RawMetric>,
     pub events: Vec<TaggedEvent>,
+    /// Set series' member texts, each followed by `\n`, when a `statsd` output forwards
+    /// them (`AggregationConfig::forward`); kept beside the metrics so these stay small.
+    pub members: Vec<(SeriesKey, String)>,
 }
 
 /// One series' raw interval state: three words, as a million of them may be in flight at
@@ -234,8 +237,9 @@ impl Shard {
             }
             Value::Set { members, stamp } => {
                 *stamp = now;
-                members.insert(
+                members.insert_text(
                     self.member_hasher.0.hash_one(sample.text.as_bytes()),
+                    self.config.forward.then_some(sample.text),
                     self.config.exact_set_members,
                 );
             }
@@ -331,6 +335,8 @@ impl Shard {
         let mut metrics = Vec::with_capacity(self.series.len());
         let mut expired = 0u64;
         let mut estimated_sets = 0u64;
+        let mut texts = Vec::new();
+        let forward = self.config.forward;
         self.series.retain(|entry| {
             let stamp = entry.value.stamp();
             let active = stamp == now;
@@ -347,6 +353,14 @@ impl Shard {
                     value: *value,
                     active,
                 },
+                Value::Set { members, .. } if forward => {
+                    let (count, estimated, members) = members.take_with_texts();
+                    estimated_sets += u64::from(estimated);
+                    if !members.is_empty() {
+                        texts.push((entry.key.clone(), members));
+                    }
+                    RawData::Set { count, active }
+                }
                 Value::Set { members, .. } => {
                     let (count, estimated) = members.take_count();
                     estimated_sets += u64::from(estimated);
@@ -377,6 +391,7 @@ impl Shard {
         ShardSnapshot {
             metrics,
             events: std::mem::take(&mut self.events),
+            members: texts,
         }
     }
 }

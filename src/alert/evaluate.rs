@@ -328,9 +328,11 @@ mod tests {
             alerts: Vec::new(),
             firing: Vec::new(),
             internal: Default::default(),
+            members: Vec::new(),
             distribution: Arc::new(DistributionConfig {
                 percentiles: Vec::new(),
                 exact_samples: 10,
+                keep_values: false,
             }),
         };
         alerter.evaluate(&mut record);

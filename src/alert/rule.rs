@@ -163,6 +163,7 @@ mod tests {
                 Percentile::new(-10.0).unwrap(),
             ],
             exact_samples: 10,
+            keep_values: false,
         };
         for stat in [
             "count",

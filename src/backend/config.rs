@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use super::sender::{QUEUE_KEYS, QueueConfig, RawQueueConfig};
-use super::{console, http, json_file};
+use super::{console, graphite, http, json_file, statsd};
 
 /// One configured backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +14,8 @@ pub enum BackendConfig {
     Console { json: bool },
     JsonFile(json_file::JsonFileConfig),
     Http(http::HttpConfig),
+    Graphite(graphite::GraphiteConfig),
+    Statsd(statsd::StatsdConfig),
 }
 
 impl BackendConfig {
@@ -23,6 +25,8 @@ impl BackendConfig {
             BackendConfig::Console { .. } => "console",
             BackendConfig::JsonFile(_) => "json_file",
             BackendConfig::Http(_) => "http",
+            BackendConfig::Graphite(_) => "graphite",
+            BackendConfig::Statsd(_) => "statsd",
         }
     }
 }
@@ -65,7 +69,7 @@ impl BackendInvalid {
 }
 
 /// The kinds, for error messages.
-const KINDS: &str = "console, json_file or http";
+const KINDS: &str = "console, json_file, http, graphite or statsd";
 
 /// Validates one `[[backends]]` table.
 ///
@@ -81,6 +85,8 @@ pub fn validate(mut table: toml::Table) -> Result<BackendConfig, BackendInvalid>
         "console" => console::validate(table).map(|json| BackendConfig::Console { json }),
         "json_file" => json_file::validate(table).map(BackendConfig::JsonFile),
         "http" => http::validate(table).map(BackendConfig::Http),
+        "graphite" => graphite::validate(table).map(BackendConfig::Graphite),
+        "statsd" => statsd::validate(table).map(BackendConfig::Statsd),
         other => Err(BackendInvalid::at(
             "kind",
             format!("unknown backend kind {other:?}: use {KINDS}"),

@@ -5,9 +5,11 @@
 mod capture;
 pub mod config;
 mod console;
+pub mod graphite;
 pub mod http;
 pub mod json_file;
 pub mod sender;
+pub mod statsd;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,8 +19,10 @@ use crossbeam_channel::{Sender, TrySendError};
 
 pub use capture::CaptureBackend;
 pub use console::ConsoleBackend;
+pub use graphite::GraphiteBackend;
 pub use http::HttpBackend;
 pub use json_file::JsonFileBackend;
+pub use statsd::StatsdBackend;
 
 use crate::config::BackendConfig;
 use crate::http::HttpClient;
@@ -107,6 +111,16 @@ pub fn build(
         BackendConfig::Http(http) => Box::new(HttpBackend::spawn(
             http,
             context.http.clone(),
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::Graphite(graphite) => Box::new(GraphiteBackend::spawn(
+            graphite,
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::Statsd(statsd) => Box::new(StatsdBackend::spawn(
+            statsd,
             context.telemetry.clone(),
             context.shutdown_timeout,
         )?),

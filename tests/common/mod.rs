@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod receiver;
+pub mod sink;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;

@@ -23,6 +23,19 @@ pub struct DistFigures {
     /// Σ value/rate: the sum with every value counted 1/rate times, as Prometheus-style
     /// `_sum` wants it (exact while the values are; the mean times the count past that).
     pub(super) weighted_sum: f64,
+    /// The interval's values, for a `statsd` output to forward (only with
+    /// `DistributionConfig::keep_values`).
+    pub(super) values: Option<Box<Values>>,
+}
+
+/// One interval's values as forwarding sends them on (SPEC §7.4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// Every raw value, ascending.
+    Exact(Vec<f64>),
+    /// Past `exact_samples`: the sketch's values, ascending, each with how many raw values
+    /// it stands for (the first and last are the exact `lower` and `upper`).
+    Weighted(Vec<(f64, u64)>),
 }
 
 /// The figures over all of the interval's values.
@@ -81,6 +94,7 @@ impl DistFigures {
             bins: None,
             observed: None,
             weighted_sum: 0.0,
+            values: None,
         }
     }
 
@@ -128,6 +142,11 @@ impl DistFigures {
     /// a negative one), where k > 0.
     pub fn percentile_bounds(&self) -> impl Iterator<Item = Option<f64>> + '_ {
         self.tails.iter().map(|t| t.map(|t| t.bound))
+    }
+
+    /// The interval's values, kept for forwarding.
+    pub fn values(&self) -> Option<&Values> {
+        self.values.as_deref()
     }
 
     /// The buckets or quantiles an export plan asked for.
@@ -197,6 +216,7 @@ mod tests {
                 .map(|p| Percentile::new(*p).unwrap())
                 .collect(),
             exact_samples: 10,
+            keep_values: false,
         }
     }
 
@@ -237,6 +257,7 @@ mod tests {
             }),
             observed: None,
             weighted_sum: 3.0,
+            values: None,
         };
         let names: Vec<String> = emitted(&figures, &config(&[10.0, -99.9]))
             .into_iter()

@@ -55,7 +55,7 @@ mod state;
 mod reference_tests;
 
 pub use bins::Bins;
-pub use figures::DistFigures;
+pub use figures::{DistFigures, Values};
 pub use observe::{Observe, Observed, Shape};
 pub use percentile::Percentile;
 pub use state::{DistSnapshot, DistState, LocalDist};
@@ -67,4 +67,7 @@ pub struct DistributionConfig {
     pub percentiles: Vec<Percentile>,
     /// How many values a series keeps raw in an interval before it switches to the sketch.
     pub exact_samples: usize,
+    /// Keep each interval's values in its figures for a `statsd` output to forward
+    /// ([`DistFigures::values`]).
+    pub keep_values: bool,
 }

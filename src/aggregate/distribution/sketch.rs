@@ -102,6 +102,32 @@ impl Sketch {
         self.ladder().value_at(rank)
     }
 
+    /// Every value as its bucket reads back, ascending, with how many raw values it stands
+    /// for; the first and the last are the exact extremes (a bucket gives one value up to
+    /// each), so a receiver of these values gets `lower` and `upper` exactly.
+    pub(super) fn weighted(&self) -> Vec<(f64, u64)> {
+        let ladder = self.ladder();
+        let mut out = Vec::with_capacity(ladder.steps.len() + 2);
+        let mut left = self.n;
+        for step in &ladder.steps {
+            let count = step.count.min(left);
+            if count > 0 {
+                out.push((step.value, count));
+                left -= count;
+            }
+        }
+        if left > 0 {
+            // Saturated bucket counters lost values: they go with the largest.
+            out.push((self.upper, left));
+        }
+        if self.n >= 2 {
+            take_one(&mut out, 0, self.lower, true);
+            let last = out.len() - 1;
+            take_one(&mut out, last, self.upper, false);
+        }
+        out
+    }
+
     /// Every bucket in ascending value order: negatives, zeros, positives.
     fn ladder(&self) -> Ladder {
         let negatives = self.negative.iter().flat_map(|m| m.buckets().rev());
@@ -110,6 +136,27 @@ impl Sketch {
         let positives = self.positive.iter().flat_map(Magnitudes::buckets);
         let buckets = negatives.chain(zeros).chain(positives);
         Ladder::new(buckets, self.n, self.lower, self.upper)
+    }
+}
+
+/// Moves one value of `out[at]` to an entry of its own, `value`, placed first (`front`) or
+/// last.
+fn take_one(out: &mut Vec<(f64, u64)>, at: usize, value: f64, front: bool) {
+    let Some(entry) = out.get_mut(at) else {
+        return;
+    };
+    if entry.0 == value {
+        return;
+    }
+    entry.1 -= 1;
+    let emptied = entry.1 == 0;
+    if emptied {
+        out.remove(at);
+    }
+    if front {
+        out.insert(0, (value, 1));
+    } else {
+        out.push((value, 1));
     }
 }
 
@@ -266,6 +313,19 @@ mod tests {
             (got - want).abs() <= relative * want.abs(),
             "{got} vs {want}"
         );
+    }
+
+    #[test]
+    fn weighted_values_count_every_value_and_keep_the_extremes_exact() {
+        let values: Vec<f64> = (1..=5000).map(|i| f64::from(i) * 0.37).collect();
+        let s = sketch(&values);
+        let weighted = s.weighted();
+        assert_eq!(weighted.iter().map(|(_, w)| w).sum::<u64>(), 5000);
+        assert_eq!(weighted.first(), Some(&(0.37, 1)));
+        assert_eq!(weighted.last(), Some(&(5000.0 * 0.37, 1)));
+        assert!(weighted.windows(2).all(|w| w[0].0 <= w[1].0), "ascending");
+        let sum: f64 = weighted.iter().map(|(v, w)| v * *w as f64).sum();
+        assert_within(sum, values.iter().sum(), 1e-3);
     }
 
     #[test]

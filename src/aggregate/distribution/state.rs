@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::figures::BinCounts;
 use super::sketch::Sketch;
-use super::{Bins, DistFigures, DistributionConfig, Observe, exact};
+use super::{Bins, DistFigures, DistributionConfig, Observe, Values, exact};
 
 /// One series' samples for the current interval. Lives in an aggregator shard; `add` is on the
 /// hot path (no allocation beyond amortized Vec growth).
@@ -232,24 +232,30 @@ impl DistSnapshot {
         let sampled = sampled.as_deref().map_or(&[][..], |s| &s[..]);
         let observed;
         let weighted_sum;
+        let values;
         let (summary, tails) = match samples {
-            Samples::Exact(mut values) => {
-                values.sort_unstable_by(f64::total_cmp);
-                let Some(summary) = exact::summary(&values) else {
+            Samples::Exact(mut sorted) => {
+                sorted.sort_unstable_by(f64::total_cmp);
+                let Some(summary) = exact::summary(&sorted) else {
                     return DistFigures::idle();
                 };
-                observed = observe.map(|plan| Box::new(plan.sorted(&values, sampled)));
+                observed = observe.map(|plan| Box::new(plan.sorted(&sorted, sampled)));
                 // Each value 1/rate times: the sampled ones stand for more than themselves.
                 weighted_sum = summary.sum + sampled.iter().map(|(v, w)| v * w).sum::<f64>();
                 let tails = config
                     .percentiles
                     .iter()
-                    .map(|p| exact::tail(&values, p))
+                    .map(|p| exact::tail(&sorted, p))
                     .collect();
+                // Moved, not copied: the sorted values would be dropped here otherwise.
+                values = config.keep_values.then(|| Box::new(Values::Exact(sorted)));
                 (summary, tails)
             }
             Samples::Sketch(sketch) => {
                 observed = observe.map(|plan| Box::new(plan.sketched(&sketch, count)));
+                values = config
+                    .keep_values
+                    .then(|| Box::new(Values::Weighted(sketch.weighted())));
                 let (summary, tails) = sketch.figures(&config.percentiles);
                 // Past exact_samples the rate of each value is not kept: the mean weight.
                 weighted_sum = summary.mean * count;
@@ -271,6 +277,7 @@ impl DistSnapshot {
             bins,
             observed,
             weighted_sum,
+            values,
         }
     }
 }
@@ -287,6 +294,7 @@ mod tests {
                 .map(|p| Percentile::new(*p).unwrap())
                 .collect(),
             exact_samples,
+            keep_values: false,
         }
     }
 

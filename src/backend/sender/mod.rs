@@ -12,6 +12,7 @@
 pub mod http;
 mod queue;
 pub mod tcp;
+pub mod udp;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
