@@ -528,21 +528,21 @@ async fn a_broken_mapping_file_is_a_config_error_with_its_line() {
 async fn a_stream_client_that_never_reads_is_disconnected_and_counted() {
     let text = base("") + "[api]\nlisten = \"127.0.0.1:0\"\nstream_queue = 1\n";
     let agent = start(&text).await;
-    // A record of a few hundred KiB, so the socket buffers fill after some flushes.
-    let lines: Vec<String> = (0..3000)
+    // A record of about a MiB, so the socket buffers fill within some flushes.
+    let lines: Vec<String> = (0..10_000)
         .map(|i| format!("series.number.{i}:1|c"))
         .collect();
     for chunk in lines.chunks(100) {
         agent.send(&[&chunk.join("\n")]);
     }
-    agent.wait_lines(3000).await;
+    agent.wait_lines(10_000).await;
     let mut silent = TcpStream::connect(api(&agent)).expect("connect");
     silent
         .write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("request");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut dropped = 0;
-    for _ in 0..2000 {
+    for _ in 0..5000 {
         let record = agent.flush().await;
         dropped += record["internal"]["stream_clients_dropped"]
             .as_u64()
