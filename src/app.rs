@@ -144,6 +144,7 @@ pub async fn start_from(
         http: &http,
         telemetry: &telemetry,
         shutdown_timeout: config.server.shutdown_timeout,
+        prometheus: &config.prometheus,
     };
     let mut backends: Vec<(Option<BackendConfig>, Box<dyn Backend>)> = Vec::new();
     for backend_config in &config.backends {
@@ -496,6 +497,7 @@ impl Reloader {
             http: &self.http,
             telemetry: &self.telemetry,
             shutdown_timeout: old.server.shutdown_timeout,
+            prometheus: &loaded.prometheus,
         };
         let mut add = Vec::new();
         for backend_config in add_configs {
@@ -514,7 +516,7 @@ impl Reloader {
         };
         let mut aggregation = old.aggregation.clone();
         aggregation.histograms = loaded.aggregation.histograms.clone();
-        if old.api.listen.is_some() {
+        if old.api.listen.is_some() || loaded.backends.iter().any(BackendConfig::needs_export) {
             aggregation.export = Some(Arc::new(crate::export::ExportPlan::new(
                 loaded.prometheus.clone(),
             )));

@@ -499,8 +499,9 @@ impl RawConfig {
         };
         let api = self.api.validate().map_err(spanned)?;
         let prometheus = self.prometheus.validate(base).map_err(spanned)?;
-        if api.listen.is_some() {
-            // `/metrics` needs buckets and mapped quantiles observed at each flush.
+        if api.listen.is_some() || backends.iter().any(BackendConfig::needs_export) {
+            // `/metrics`, remote write and OTLP need buckets and mapped quantiles observed
+            // at each flush.
             aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
         }
         let notifiers = validate_notifiers(self.notifiers)?;

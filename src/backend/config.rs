@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use super::sender::{QUEUE_KEYS, QueueConfig, RawQueueConfig};
-use super::{console, http, json_file};
+use super::{console, http, json_file, remote_write};
 
 /// One configured backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +14,7 @@ pub enum BackendConfig {
     Console { json: bool },
     JsonFile(json_file::JsonFileConfig),
     Http(http::HttpConfig),
+    RemoteWrite(remote_write::RemoteWriteConfig),
 }
 
 impl BackendConfig {
@@ -23,7 +24,14 @@ impl BackendConfig {
             BackendConfig::Console { .. } => "console",
             BackendConfig::JsonFile(_) => "json_file",
             BackendConfig::Http(_) => "http",
+            BackendConfig::RemoteWrite(_) => "remote_write",
         }
+    }
+
+    /// The output needs what the export plan observes at each flush (`le` buckets, mapped
+    /// quantiles), as `/metrics` does.
+    pub fn needs_export(&self) -> bool {
+        matches!(self, BackendConfig::RemoteWrite(_))
     }
 }
 
@@ -65,7 +73,7 @@ impl BackendInvalid {
 }
 
 /// The kinds, for error messages.
-const KINDS: &str = "console, json_file or http";
+const KINDS: &str = "console, json_file, http or remote_write";
 
 /// Validates one `[[backends]]` table.
 ///
@@ -81,6 +89,7 @@ pub fn validate(mut table: toml::Table) -> Result<BackendConfig, BackendInvalid>
         "console" => console::validate(table).map(|json| BackendConfig::Console { json }),
         "json_file" => json_file::validate(table).map(BackendConfig::JsonFile),
         "http" => http::validate(table).map(BackendConfig::Http),
+        "remote_write" => remote_write::validate(table).map(BackendConfig::RemoteWrite),
         other => Err(BackendInvalid::at(
             "kind",
             format!("unknown backend kind {other:?}: use {KINDS}"),

@@ -7,6 +7,7 @@ pub mod config;
 mod console;
 pub mod http;
 pub mod json_file;
+pub mod remote_write;
 pub mod sender;
 
 use std::sync::Arc;
@@ -90,6 +91,8 @@ pub struct BuildContext<'a> {
     /// The shutdown timeout (`server.shutdown_timeout_ms`): sizes the reserve a backend
     /// keeps before the shutdown deadline it is given at close.
     pub shutdown_timeout: Duration,
+    /// Prometheus names and labels (`[prometheus]`), for remote write.
+    pub prometheus: &'a crate::export::PrometheusConfig,
 }
 
 /// Builds the backend a config entry describes.
@@ -106,6 +109,13 @@ pub fn build(
         BackendConfig::JsonFile(file) => Box::new(JsonFileBackend::open(file)?),
         BackendConfig::Http(http) => Box::new(HttpBackend::spawn(
             http,
+            context.http.clone(),
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::RemoteWrite(rw) => Box::new(remote_write::RemoteWriteBackend::spawn(
+            rw,
+            context.prometheus.clone(),
             context.http.clone(),
             context.telemetry.clone(),
             context.shutdown_timeout,

@@ -108,7 +108,7 @@ impl Quantiles {
 
 /// A quantile as a label value: `0.9`, `0.999` (rounded to 12 places, so 99.9 / 100 does not
 /// print its binary tail).
-fn quantile_label(q: f64) -> String {
+pub fn quantile_label(q: f64) -> String {
     let rounded = (q * 1e12).round() / 1e12;
     let mut text = format!("{rounded}");
     if !text.contains('.') {
