@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use super::sender::{QUEUE_KEYS, QueueConfig, RawQueueConfig};
-use super::{console, http, json_file, remote_write};
+use super::{console, http, json_file, otlp, remote_write};
 
 /// One configured backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +15,7 @@ pub enum BackendConfig {
     JsonFile(json_file::JsonFileConfig),
     Http(http::HttpConfig),
     RemoteWrite(remote_write::RemoteWriteConfig),
+    Otlp(otlp::OtlpConfig),
 }
 
 impl BackendConfig {
@@ -25,13 +26,14 @@ impl BackendConfig {
             BackendConfig::JsonFile(_) => "json_file",
             BackendConfig::Http(_) => "http",
             BackendConfig::RemoteWrite(_) => "remote_write",
+            BackendConfig::Otlp(_) => "otlp",
         }
     }
 
     /// The output needs what the export plan observes at each flush (`le` buckets, mapped
     /// quantiles), as `/metrics` does.
     pub fn needs_export(&self) -> bool {
-        matches!(self, BackendConfig::RemoteWrite(_))
+        matches!(self, BackendConfig::RemoteWrite(_) | BackendConfig::Otlp(_))
     }
 }
 
@@ -73,7 +75,7 @@ impl BackendInvalid {
 }
 
 /// The kinds, for error messages.
-const KINDS: &str = "console, json_file, http or remote_write";
+const KINDS: &str = "console, json_file, http, remote_write or otlp";
 
 /// Validates one `[[backends]]` table.
 ///
@@ -90,6 +92,7 @@ pub fn validate(mut table: toml::Table) -> Result<BackendConfig, BackendInvalid>
         "json_file" => json_file::validate(table).map(BackendConfig::JsonFile),
         "http" => http::validate(table).map(BackendConfig::Http),
         "remote_write" => remote_write::validate(table).map(BackendConfig::RemoteWrite),
+        "otlp" => otlp::validate(table).map(BackendConfig::Otlp),
         other => Err(BackendInvalid::at(
             "kind",
             format!("unknown backend kind {other:?}: use {KINDS}"),

@@ -7,6 +7,7 @@ pub mod config;
 mod console;
 pub mod http;
 pub mod json_file;
+pub mod otlp;
 pub mod remote_write;
 pub mod sender;
 
@@ -116,6 +117,12 @@ pub fn build(
         BackendConfig::RemoteWrite(rw) => Box::new(remote_write::RemoteWriteBackend::spawn(
             rw,
             context.prometheus.clone(),
+            context.http.clone(),
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::Otlp(otlp) => Box::new(otlp::OtlpBackend::spawn(
+            otlp,
             context.http.clone(),
             context.telemetry.clone(),
             context.shutdown_timeout,
