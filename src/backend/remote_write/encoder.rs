@@ -26,12 +26,16 @@ pub struct Encoder {
     batch: Batch,
     /// Label-set hashes of the series the last encoded view exported.
     previous: HashSet<u64, foldhash::fast::FixedState>,
+    /// Samples the last `encode` wrote, stale markers included.
+    last_samples: usize,
 }
 
 /// The request being filled, and what this flush wrote so far.
 struct Batch {
     body: Vec<u8>,
     samples: usize,
+    /// Samples written this flush.
+    total: usize,
     snappy: snap::raw::Encoder,
     /// Label-set hashes written this flush.
     written: HashSet<u64, foldhash::fast::FixedState>,
@@ -56,12 +60,19 @@ impl Encoder {
             batch: Batch {
                 body: Vec::new(),
                 samples: 0,
+                total: 0,
                 snappy: snap::raw::Encoder::new(),
                 written: HashSet::with_hasher(state.clone()),
                 hasher: state.clone(),
             },
             previous: HashSet::with_hasher(state),
+            last_samples: 0,
         }
+    }
+
+    /// Samples the last [`Encoder::encode`] wrote, stale markers included.
+    pub fn last_samples(&self) -> usize {
+        self.last_samples
     }
 
     /// Encodes `view` (and stale markers for what `previous`, the view encoded last, had
@@ -76,6 +87,7 @@ impl Encoder {
         emit: &mut dyn FnMut(Vec<u8>),
     ) {
         let mut scratch = Scratch::new(host);
+        self.batch.total = 0;
         view.for_each_series(|series| {
             self.series(series, &mut scratch, Pass::Values, timestamp_ms, emit);
         });
@@ -94,6 +106,7 @@ impl Encoder {
             });
         }
         self.batch.finish(emit);
+        self.last_samples = self.batch.total;
         self.previous = std::mem::replace(
             &mut self.batch.written,
             HashSet::with_hasher(self.batch.hasher.clone()),
@@ -294,6 +307,7 @@ impl Batch {
         self.body.push(key::VARINT_2);
         push_varint(&mut self.body, ts as u64);
         self.samples += 1;
+        self.total += 1;
     }
 
     /// Compresses the request so far and hands it to `emit`.
