@@ -35,15 +35,47 @@ pub struct ExportedSeries<'v> {
 impl View {
     /// Calls `f` for every exported series, grouped by family, duplicates merged.
     pub fn for_each_series(&self, mut f: impl FnMut(&ExportedSeries<'_>)) {
-        let record = self.record();
-        let percentiles: Vec<(usize, f64)> = record
+        let percentiles = self.positive_percentiles();
+        self.for_each_group(|rows| {
+            if let (Some(&first), Some(&last)) = (rows.first(), rows.last()) {
+                f(&self.series(rows, first, last, &percentiles));
+            }
+        });
+    }
+
+    /// Calls `f` for every exported series as [`View::for_each_series`] does, in no
+    /// particular order: first the series that several StatsD series merge into, then the
+    /// others in record order. For outputs that need no grouping by family (remote write):
+    /// at a million series, walking the record in its own order rather than the families'
+    /// saves a cache miss or two per series.
+    pub fn for_each_series_unordered(&self, mut f: impl FnMut(&ExportedSeries<'_>)) {
+        let percentiles = self.positive_percentiles();
+        let mut alone = vec![false; self.record().metrics.len()];
+        self.for_each_group(|rows| match rows {
+            [] => {}
+            [one] => alone[*one] = true,
+            [first, .., last] => f(&self.series(rows, *first, *last, &percentiles)),
+        });
+        for (i, _) in alone.iter().enumerate().filter(|(_, alone)| **alone) {
+            f(&self.series(&[i], i, i, &percentiles));
+        }
+    }
+
+    /// The configured positive percentiles: (index in the config, quantile).
+    fn positive_percentiles(&self) -> Vec<(usize, f64)> {
+        self.record()
             .distribution
             .percentiles
             .iter()
             .enumerate()
             .filter(|(_, p)| p.value() > 0.0)
             .map(|(i, p)| (i, p.value() / 100.0))
-            .collect();
+            .collect()
+    }
+
+    /// Calls `f` with the record rows of every exported series (those that merge into it),
+    /// in write order; conflicting rows are left out (a group may be left empty).
+    fn for_each_group(&self, mut f: impl FnMut(&[usize])) {
         let mut at = 0;
         let mut rows: Vec<usize> = Vec::new();
         while at < self.order.len() {
@@ -61,11 +93,7 @@ impl View {
                     .map(|e| (e & INDEX) as usize),
             );
             at = end;
-            let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
-                continue;
-            };
-            let series = self.series(&rows, first, last, &percentiles);
-            f(&series);
+            f(&rows);
         }
     }
 
@@ -191,5 +219,33 @@ mod tests {
         assert_eq!(seen[1].0, "lat");
         assert_eq!(seen[1].3, 2.0);
         assert_eq!(seen[1].4, [(0.5, 0.2), (0.9, 0.3)]);
+    }
+
+    #[test]
+    fn unordered_gives_the_same_series() {
+        let view = view_of(
+            "a.b:2|c|#env:prod\na_b:3|c|#env:prod\nlat:100|ms\nz:1|g\nb:1|c\nz:1|c\n",
+            "",
+        );
+        let collect = |unordered: bool| {
+            let mut seen = Vec::new();
+            let mut push = |s: &super::ExportedSeries<'_>| {
+                seen.push(format!("{} {:?} {} {}", s.name, s.labels, s.total, s.count))
+            };
+            if unordered {
+                view.for_each_series_unordered(&mut push);
+            } else {
+                view.for_each_series(&mut push);
+            }
+            seen.sort();
+            seen
+        };
+        assert_eq!(collect(true), collect(false));
+        assert_eq!(
+            collect(true).len(),
+            5,
+            "a.b and a_b merged: {:?}",
+            collect(true)
+        );
     }
 }

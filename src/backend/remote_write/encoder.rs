@@ -1,5 +1,5 @@
 //! Encodes a [`View`] as remote write 1.0 requests: every exported series of SPEC §7.1 as
-//! one or more time series of one sample each, labels sorted with `__name__` and
+//! one or more time series of one sample each (and the agent's own `tallyd_*` figures), labels sorted with `__name__` and
 //! `instance`, cut into snappy-compressed (block format) `WriteRequest`s of at most
 //! `max_samples` samples, and stale markers for the series the flush before exported and
 //! this one does not.
@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 
 use super::proto::key;
+use crate::export::exposition::internal_families;
 use crate::export::series::ExportedSeries;
 use crate::export::view::{FamilyKind, View};
 use crate::record::Figures;
@@ -88,9 +89,11 @@ impl Encoder {
     ) {
         let mut scratch = Scratch::new(host);
         self.batch.total = 0;
-        view.for_each_series(|series| {
+        self.batch.written.reserve(self.previous.len());
+        view.for_each_series_unordered(|series| {
             self.series(series, &mut scratch, Pass::Values, timestamp_ms, emit);
         });
+        self.internal(view, host, timestamp_ms, emit);
         let gone: HashSet<u64, _> = {
             let mut gone = HashSet::with_hasher(self.batch.hasher.clone());
             gone.extend(
@@ -101,7 +104,7 @@ impl Encoder {
             gone
         };
         if let Some(previous) = previous.filter(|_| !gone.is_empty()) {
-            previous.for_each_series(|series| {
+            previous.for_each_series_unordered(|series| {
                 self.series(series, &mut scratch, Pass::Stale(&gone), timestamp_ms, emit);
             });
         }
@@ -111,6 +114,25 @@ impl Encoder {
             &mut self.batch.written,
             HashSet::with_hasher(self.batch.hasher.clone()),
         );
+    }
+
+    /// Writes the agent's own figures, `tallyd_*`, as `/metrics` has them.
+    fn internal(&mut self, view: &View, host: &str, ts: i64, emit: &mut dyn FnMut(Vec<u8>)) {
+        for family in internal_families(view) {
+            let total = if family.counter { "_total" } else { "" };
+            let name = format!("tallyd_{}{total}", family.name);
+            for (labels, value) in &family.samples {
+                let mut labels: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                labels.push(("instance", host));
+                labels.sort_by(|a, b| a.0.cmp(b.0));
+                self.batch
+                    .write(&name, &labels, None, *value, ts, Pass::Values);
+                if self.batch.samples >= self.max_samples {
+                    self.batch.finish(emit);
+                }
+            }
+        }
     }
 
     /// Writes the time series of one exported series.
