@@ -1,7 +1,9 @@
 //! Encodes records as OTLP `ExportMetricsServiceRequest`s (SPEC §7.5): StatsD names and
 //! values as received, tags as data-point attributes, counters as monotonic Sums, gauges
 //! and sets as Gauges, timers, histograms and distributions as Summaries or, where `le`
-//! buckets are observed, explicit-bucket Histograms; `ms` timers keep milliseconds.
+//! buckets are observed, explicit-bucket Histograms; `ms` timers keep milliseconds. The
+//! agent's own figures follow as `tallyd.<name>` (counters cumulative, whatever the
+//! configured temporality).
 //!
 //! Every StatsD series is its own data point: the running totals come from the
 //! [`View`] per record metric ([`View::running`]), before the merging that Prometheus
@@ -17,6 +19,7 @@ use super::proto::{
     ValueAtQuantile,
 };
 use crate::aggregate::distribution::Shape;
+use crate::export::exposition::internal_families;
 use crate::export::view::View;
 use crate::protocol::MetricKind;
 use crate::record::{Figures, Metric, Record};
@@ -37,6 +40,8 @@ pub struct Encoder {
     /// Start of each series of the last record (Unix ns), parallel to its metrics.
     starts: Vec<u64>,
     last: Option<Arc<Record>>,
+    /// The start of the first interval encoded: the agent's own counters count from there.
+    first_start: Option<u64>,
 }
 
 /// The request being filled.
@@ -53,6 +58,7 @@ impl Encoder {
             max_points: max_points.max(1),
             starts: Vec::new(),
             last: None,
+            first_start: None,
         }
     }
 
@@ -83,6 +89,31 @@ impl Encoder {
             batch.add(metric.key.name(), unit, data);
             if batch.points >= self.max_points {
                 batch.finish(emit);
+            }
+        }
+        let first_start = *self.first_start.get_or_insert(interval_start);
+        for family in internal_families(view) {
+            let name = format!("tallyd.{}", family.name);
+            for (labels, value) in &family.samples {
+                let point = NumberDataPoint {
+                    attributes: labels.iter().map(|(k, v)| string_attribute(k, v)).collect(),
+                    start_time_unix_nano: if family.counter { first_start } else { 0 },
+                    time_unix_nano: time,
+                    as_double: Some(*value),
+                };
+                let data = if family.counter {
+                    Data::Sum(proto::Sum {
+                        data_points: vec![point],
+                        aggregation_temporality: proto::CUMULATIVE,
+                        is_monotonic: true,
+                    })
+                } else {
+                    gauge(point)
+                };
+                batch.add(&name, "", data);
+                if batch.points >= self.max_points {
+                    batch.finish(emit);
+                }
             }
         }
         batch.finish(emit);

@@ -247,18 +247,48 @@ fn names_are_kept_as_received_and_series_of_one_prometheus_name_stay_apart() {
 fn points_of_one_name_share_a_metric_and_requests_hold_at_most_max_points() {
     let lines: String = (0..5).map(|i| format!("c:1|c|#i:{i}\n")).collect();
     let got = flushes("", Temporality::Cumulative, &[&lines], 2);
-    let sizes: Vec<usize> = got[0]
-        .iter()
-        .map(|r| {
-            let m = metrics(std::slice::from_ref(r));
-            assert_eq!(m.len(), 1, "one metric per request here");
-            match &m[0].data {
-                Some(Data::Sum(s)) => s.data_points.len(),
-                _ => 0,
-            }
-        })
-        .collect();
-    assert_eq!(sizes, [2, 2, 1]);
+    let points = |m: &Metric| match &m.data {
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        _ => 0,
+    };
+    let mut c_points = Vec::new();
+    for request in &got[0] {
+        let all = metrics(std::slice::from_ref(request));
+        assert!(
+            all.iter().map(points).sum::<usize>() <= 2,
+            "at most 2 points"
+        );
+        let c: Vec<&Metric> = all.iter().filter(|m| m.name == "c").collect();
+        assert!(c.len() <= 1, "the points of one name share a metric");
+        c_points.extend(c.iter().map(|m| points(m)));
+    }
+    assert_eq!(c_points, [2, 2, 1]);
+}
+
+#[test]
+fn the_agents_own_figures_follow_as_tallyd_metrics() {
+    let got = flushes("", Temporality::Delta, &["a:1|c", "a:1|c"], 2000);
+    let all = metrics(&got[1]);
+    let Some(Data::Sum(flushes)) = &metric(&all, "tallyd.flushes").data else {
+        panic!("a Sum")
+    };
+    let p = &flushes.data_points[0];
+    assert_eq!(p.value, Some(Value::AsDouble(2.0)), "cumulative");
+    assert_eq!(p.start_time_unix_nano, secs(T0 - 10));
+    let Some(Data::Sum(bad)) = &metric(&all, "tallyd.bad_lines").data else {
+        panic!("a Sum")
+    };
+    assert!(
+        bad.data_points
+            .iter()
+            .any(|p| string_attrs(&p.attributes)
+                == [("reason".to_string(), "malformed".to_string())])
+    );
+    assert!(matches!(
+        metric(&all, "tallyd.series").data,
+        Some(Data::Gauge(_))
+    ));
 }
 
 #[test]
