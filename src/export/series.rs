@@ -2,6 +2,8 @@
 //! wire format from them (remote write, OTLP): the same names, labels, merging and
 //! cumulative totals `/metrics` writes.
 
+use std::borrow::Cow;
+
 use crate::aggregate::distribution::Shape;
 use crate::export::name;
 use crate::export::view::{CONFLICT, FamilyKind, INDEX, MERGE, View, bucket_observation};
@@ -13,8 +15,9 @@ pub struct ExportedSeries<'v> {
     pub kind: FamilyKind,
     /// The family name: escaped or mapped, with `_total` for a counter.
     pub name: String,
-    /// Mapped labels, then the tags (keys escaped) that no mapped label shadows.
-    pub labels: Vec<(String, String)>,
+    /// Mapped labels, then the tags (keys escaped) that no mapped label shadows; borrowed
+    /// from the view where no escaping was needed (a million series are not copied).
+    pub labels: Vec<(Cow<'v, str>, Cow<'v, str>)>,
     /// The StatsD series the figures of the last interval come from (the last of those
     /// that merged into this one, in record order).
     pub metric: &'v Metric,
@@ -106,23 +109,39 @@ impl View {
     ) -> ExportedSeries<'_> {
         let metric = &self.record().metrics[last];
         let (base, mapped) = self.base(first);
-        let mut name = if mapped {
-            base.to_string()
-        } else {
-            name::escaped(base)
-        };
         let kind = crate::export::view::family_kind(metric);
-        if kind == FamilyKind::Counter {
-            name.push_str(name::counter_suffix_of(base, mapped));
+        let suffix = match kind {
+            FamilyKind::Counter => name::counter_suffix_of(base, mapped),
+            _ => "",
+        };
+        // One allocation, with room for the suffix and the `_bucket`, `_count` an output
+        // may add.
+        let mut name = String::with_capacity(base.len() + 8);
+        if mapped {
+            name.push_str(base);
+        } else {
+            name::push_escaped_str(&mut name, base);
         }
+        name.push_str(suffix);
         let mapped_labels = self.mapped_labels(first);
-        let mut labels: Vec<(String, String)> = mapped_labels.to_vec();
+        let mut labels: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+            Vec::with_capacity(mapped_labels.len() + 4);
+        labels.extend(
+            mapped_labels
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str()))),
+        );
         for (key, value) in self.record().metrics[first].key.tags() {
             if !mapped_labels
                 .iter()
                 .any(|(k, _)| name::same_escaped(k, key))
             {
-                labels.push((name::escaped(key), value.to_string()));
+                let key = if name::is_clean(key) {
+                    Cow::Borrowed(key)
+                } else {
+                    Cow::Owned(name::escaped(key))
+                };
+                labels.push((key, Cow::Borrowed(value)));
             }
         }
         let divisor = crate::export::divisor(metric.kind());
@@ -206,7 +225,10 @@ mod tests {
         view.for_each_series(|s| {
             seen.push((
                 s.name.clone(),
-                s.labels.clone(),
+                s.labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
                 s.total,
                 s.count,
                 s.quantiles.clone(),

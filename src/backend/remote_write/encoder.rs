@@ -9,7 +9,6 @@
 //! section has the rate). The prost messages of [`super::proto`] decode what this writes
 //! in the tests.
 
-use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 
 use super::proto::key;
@@ -25,8 +24,8 @@ pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 pub struct Encoder {
     max_samples: usize,
     batch: Batch,
-    /// Label-set hashes of the series the last encoded view exported.
-    previous: HashSet<u64, foldhash::fast::FixedState>,
+    /// Label-set hashes of the series the last encoded view exported, sorted.
+    previous: Vec<u64>,
     /// Samples the last `encode` wrote, stale markers included.
     last_samples: usize,
 }
@@ -38,8 +37,9 @@ struct Batch {
     /// Samples written this flush.
     total: usize,
     snappy: snap::raw::Encoder,
-    /// Label-set hashes written this flush.
-    written: HashSet<u64, foldhash::fast::FixedState>,
+    /// Label-set hashes written this flush (sorted at its end: cheaper than a hash set's
+    /// million scattered inserts).
+    written: Vec<u64>,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -49,7 +49,7 @@ enum Pass<'a> {
     /// Every series with its value.
     Values,
     /// Stale markers for the series whose label hash is in the set.
-    Stale(&'a HashSet<u64, foldhash::fast::FixedState>),
+    Stale(&'a [u64]),
 }
 
 impl Encoder {
@@ -63,10 +63,10 @@ impl Encoder {
                 samples: 0,
                 total: 0,
                 snappy: snap::raw::Encoder::new(),
-                written: HashSet::with_hasher(state.clone()),
+                written: Vec::new(),
                 hasher: state.clone(),
             },
-            previous: HashSet::with_hasher(state),
+            previous: Vec::new(),
             last_samples: 0,
         }
     }
@@ -94,15 +94,8 @@ impl Encoder {
             self.series(series, &mut scratch, Pass::Values, timestamp_ms, emit);
         });
         self.internal(view, host, timestamp_ms, emit);
-        let gone: HashSet<u64, _> = {
-            let mut gone = HashSet::with_hasher(self.batch.hasher.clone());
-            gone.extend(
-                self.previous
-                    .iter()
-                    .filter(|h| !self.batch.written.contains(h)),
-            );
-            gone
-        };
+        self.batch.written.sort_unstable();
+        let gone = missing(&self.previous, &self.batch.written);
         if let Some(previous) = previous.filter(|_| !gone.is_empty()) {
             previous.for_each_series_unordered(|series| {
                 self.series(series, &mut scratch, Pass::Stale(&gone), timestamp_ms, emit);
@@ -110,10 +103,9 @@ impl Encoder {
         }
         self.batch.finish(emit);
         self.last_samples = self.batch.total;
-        self.previous = std::mem::replace(
-            &mut self.batch.written,
-            HashSet::with_hasher(self.batch.hasher.clone()),
-        );
+        // The stale pass wrote only markers, and pushed nothing.
+        std::mem::swap(&mut self.previous, &mut self.batch.written);
+        self.batch.written.clear();
     }
 
     /// Writes the agent's own figures, `tallyd_*`, as `/metrics` has them.
@@ -218,7 +210,7 @@ impl<'h> Scratch<'h> {
             .labels
             .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
             .collect();
         labels.sort_by(|a, b| a.0.cmp(b.0));
         labels.dedup_by(|b, a| a.0 == b.0);
@@ -313,10 +305,10 @@ impl Batch {
         let hash = hasher.finish();
         match pass {
             Pass::Values => {
-                self.written.insert(hash);
+                self.written.push(hash);
             }
             Pass::Stale(gone) => {
-                if !gone.contains(&hash) {
+                if gone.binary_search(&hash).is_err() {
                     self.body.truncate(start);
                     return;
                 }
@@ -347,6 +339,21 @@ impl Batch {
         self.body.clear();
         self.samples = 0;
     }
+}
+
+/// The hashes of `before` not in `now` (both sorted).
+fn missing(before: &[u64], now: &[u64]) -> Vec<u64> {
+    let mut gone = Vec::new();
+    let mut j = 0;
+    for &h in before {
+        while now.get(j).is_some_and(|&n| n < h) {
+            j += 1;
+        }
+        if now.get(j) != Some(&h) {
+            gone.push(h);
+        }
+    }
+    gone
 }
 
 /// Two name-sorted label lists merged by name.
