@@ -517,9 +517,9 @@ impl Reloader {
         let mut aggregation = old.aggregation.clone();
         aggregation.histograms = loaded.aggregation.histograms.clone();
         if old.api.listen.is_some() || loaded.backends.iter().any(BackendConfig::needs_export) {
-            aggregation.export = Some(Arc::new(crate::export::ExportPlan::new(
-                loaded.prometheus.clone(),
-            )));
+            let mut plan = crate::export::ExportPlan::new(loaded.prometheus.clone());
+            plan.otlp_bins = loaded.backends.iter().any(BackendConfig::is_otlp);
+            aggregation.export = Some(Arc::new(plan));
         }
         let aggregation = Arc::new(aggregation);
         let reload = Reload {

@@ -502,7 +502,9 @@ impl RawConfig {
         if api.listen.is_some() || backends.iter().any(BackendConfig::needs_export) {
             // `/metrics`, remote write and OTLP need buckets and mapped quantiles observed
             // at each flush.
-            aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
+            let mut plan = ExportPlan::new(prometheus.clone());
+            plan.otlp_bins = backends.iter().any(BackendConfig::is_otlp);
+            aggregation.export = Some(Arc::new(plan));
         }
         let notifiers = validate_notifiers(self.notifiers)?;
         let mut alerts: Vec<AlertRule> = Vec::with_capacity(self.alerts.len());

@@ -35,6 +35,11 @@ impl BackendConfig {
     pub fn needs_export(&self) -> bool {
         matches!(self, BackendConfig::RemoteWrite(_) | BackendConfig::Otlp(_))
     }
+
+    /// An OTLP output: histogram bins need `le` counts observed for it too.
+    pub fn is_otlp(&self) -> bool {
+        matches!(self, BackendConfig::Otlp(_))
+    }
 }
 
 /// What is wrong with one entry: at `key` (and below it, `sub`), or the entry as a whole.

@@ -206,7 +206,11 @@ impl Writer<'_> {
                 let divisor = crate::export::divisor(metric.kind());
                 let sum: f64 = rows.iter().map(|&i| view.totals[i].a).sum();
                 let count: f64 = rows.iter().map(|&i| view.totals[i].b).sum();
-                match figures.observed().map(|o| &o.plan.shape) {
+                match figures
+                    .observed()
+                    .map(|o| &o.plan.shape)
+                    .filter(|s| s.is_set())
+                {
                     Some(Shape::Buckets(bounds)) => {
                         self.buckets(view, rows, bounds, count, base, mapped, first);
                     }

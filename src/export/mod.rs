@@ -95,6 +95,10 @@ fn mapping_message(error: &MappingError) -> String {
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
     pub prometheus: PrometheusConfig,
+    /// An OTLP output is configured: series with `[[aggregation.histograms]]` bins also
+    /// observe `le` counts at the bins' bounds (OTLP histograms), whatever Prometheus
+    /// exports.
+    pub otlp_bins: bool,
     /// The default buckets, shared by every series that uses them, per divisor.
     default_seconds: Arc<Observe>,
     default_plain: Arc<Observe>,
@@ -107,10 +111,12 @@ impl ExportPlan {
             Arc::new(Observe {
                 shape: Shape::Buckets(Arc::from(DEFAULT_BUCKETS)),
                 divisor,
+                raw_buckets: None,
             })
         };
         ExportPlan {
             prometheus,
+            otlp_bins: false,
             default_seconds: default(1000.0),
             default_plain: default(1.0),
         }
@@ -119,6 +125,32 @@ impl ExportPlan {
     /// What to observe for a timer, histogram or distribution `name` whose `[[aggregation.
     /// histograms]]` bins are `bins`; `None` for the default summary.
     pub fn observe_for(
+        &self,
+        name: &str,
+        kind: MetricKind,
+        bins: Option<&Bins>,
+    ) -> Option<Arc<Observe>> {
+        let plan = self.prometheus_observe_for(name, kind, bins);
+        let Some(bins) = bins.filter(|_| self.otlp_bins) else {
+            return plan;
+        };
+        if plan
+            .as_ref()
+            .is_some_and(|p| matches!(p.shape, Shape::Buckets(_)))
+        {
+            // OTLP sends the Prometheus buckets.
+            return plan;
+        }
+        // OTLP wants a histogram from the bins where Prometheus has a summary.
+        Some(Arc::new(Observe {
+            shape: plan.map_or(Shape::Quantiles(Arc::from([])), |p| p.shape.clone()),
+            divisor: divisor(kind),
+            raw_buckets: Some(Arc::from(bins.bounds())),
+        }))
+    }
+
+    /// What `/metrics` and remote write need observed.
+    fn prometheus_observe_for(
         &self,
         name: &str,
         kind: MetricKind,
@@ -140,6 +172,7 @@ impl ExportPlan {
                 return Some(Arc::new(Observe {
                     shape: Shape::Buckets(buckets.into()),
                     divisor,
+                    raw_buckets: None,
                 }));
             }
             if let Some(bins) = bins {
@@ -147,6 +180,7 @@ impl ExportPlan {
                 return Some(Arc::new(Observe {
                     shape: Shape::Buckets(bounds.into()),
                     divisor,
+                    raw_buckets: None,
                 }));
             }
             Some(if divisor == 1.0 {
@@ -161,6 +195,7 @@ impl ExportPlan {
                 Some(Arc::new(Observe {
                     shape: Shape::Quantiles(quantiles.into()),
                     divisor,
+                    raw_buckets: None,
                 }))
             }
             Some(Observer::Summary { .. }) => None,

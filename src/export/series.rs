@@ -160,7 +160,11 @@ impl View {
             quantiles: Vec::new(),
         };
         if let Figures::Dist { figures, .. } = &metric.figures {
-            match figures.observed().map(|o| &o.plan.shape) {
+            match figures
+                .observed()
+                .map(|o| &o.plan.shape)
+                .filter(|s| s.is_set())
+            {
                 Some(Shape::Buckets(bounds)) => {
                     let mut counts = vec![0.0; bounds.len()];
                     for &i in rows {

@@ -39,6 +39,10 @@ pub struct Encoder {
     max_points: usize,
     /// Start of each series of the last record (Unix ns), parallel to its metrics.
     starts: Vec<u64>,
+    /// Running `le` counts at the bins' bounds of each series of the last record that has
+    /// them (see [`Observe::raw_buckets`]), flat, with where each series' start.
+    raw: Vec<f64>,
+    raw_at: Vec<usize>,
     last: Option<Arc<Record>>,
     /// The start of the first interval encoded: the agent's own counters count from there.
     first_start: Option<u64>,
@@ -57,6 +61,8 @@ impl Encoder {
             temporality,
             max_points: max_points.max(1),
             starts: Vec::new(),
+            raw: Vec::new(),
+            raw_at: Vec::new(),
             last: None,
             first_start: None,
         }
@@ -68,7 +74,11 @@ impl Encoder {
         let record = view.record().clone();
         let time = secs_to_ns(record.timestamp);
         let interval_start = time.saturating_sub(record.interval_ms.saturating_mul(1_000_000));
-        let starts = self.carry_starts(&record, interval_start);
+        let Carried {
+            starts,
+            raw,
+            raw_at,
+        } = self.carry(&record, interval_start);
         let mut batch = Batch {
             record: &record,
             metrics: Vec::new(),
@@ -85,7 +95,8 @@ impl Encoder {
                 interval_start,
                 time,
             };
-            let (unit, data) = self.data(view, i, metric, point);
+            let raw_running = raw.get(raw_at[i]..).unwrap_or(&[]);
+            let (unit, data) = self.data(view, i, metric, point, raw_running);
             batch.add(metric.key.name(), unit, data);
             if batch.points >= self.max_points {
                 batch.finish(emit);
@@ -118,35 +129,72 @@ impl Encoder {
         }
         batch.finish(emit);
         self.starts = starts;
+        self.raw = raw;
+        self.raw_at = raw_at;
         self.last = Some(record);
     }
 
-    /// The start time of every series in `record`: carried from the last record, or the
-    /// start of this interval for a series that just appeared.
-    fn carry_starts(&self, record: &Record, interval_start: u64) -> Vec<u64> {
+    /// The start time of every series in `record` (carried from the last record, or the
+    /// start of this interval for a series that just appeared), and its running `le`
+    /// counts at its bins' bounds (this interval's added to those carried, when the bounds
+    /// are the same).
+    fn carry(&self, record: &Record, interval_start: u64) -> Carried {
         let old: &[Metric] = self.last.as_deref().map_or(&[], |r| &r.metrics);
         let mut old_i = 0;
-        let mut starts = Vec::with_capacity(record.metrics.len());
+        let n = record.metrics.len();
+        let mut carried = Carried {
+            starts: Vec::with_capacity(n),
+            raw: Vec::new(),
+            raw_at: Vec::with_capacity(n),
+        };
         for metric in &record.metrics {
-            let mut start = interval_start;
+            let mut found = None;
             while let Some(prev) = old.get(old_i) {
                 match prev.key.record_order(&metric.key) {
                     std::cmp::Ordering::Less => old_i += 1,
                     std::cmp::Ordering::Equal => {
-                        start = self.starts.get(old_i).copied().unwrap_or(interval_start);
+                        found = Some(old_i);
                         old_i += 1;
                         break;
                     }
                     std::cmp::Ordering::Greater => break,
                 }
             }
-            starts.push(start);
+            let start = found.and_then(|i| self.starts.get(i).copied());
+            carried.starts.push(start.unwrap_or(interval_start));
+            let at = carried.raw.len();
+            carried.raw_at.push(at);
+            let Some(now) = raw_observed(metric) else {
+                continue;
+            };
+            carried.raw.extend_from_slice(&now.raw_counts);
+            let before = found
+                .filter(|&i| {
+                    raw_observed(&old[i])
+                        .is_some_and(|o| o.plan.raw_buckets == now.plan.raw_buckets)
+                })
+                .and_then(|i| {
+                    self.raw
+                        .get(self.raw_at[i]..self.raw_at[i] + now.raw_counts.len())
+                });
+            if let Some(before) = before {
+                for (c, b) in carried.raw[at..].iter_mut().zip(before) {
+                    *c += b;
+                }
+            }
         }
-        starts
+        carried
     }
 
     /// One series' metric data (one data point) and unit.
-    fn data(&self, view: &View, i: usize, metric: &Metric, point: Point) -> (&'static str, Data) {
+    fn data(
+        &self,
+        view: &View,
+        i: usize,
+        metric: &Metric,
+        point: Point,
+        raw_running: &[f64],
+    ) -> (&'static str, Data) {
         let cumulative = self.temporality == Temporality::Cumulative;
         let temporality = if cumulative {
             proto::CUMULATIVE
@@ -179,8 +227,8 @@ impl Encoder {
                 let observed = figures
                     .observed()
                     .filter(|o| matches!(o.plan.shape, Shape::Buckets(_)));
-                let data = match observed.map(|o| (&o.plan.shape, o)) {
-                    Some((Shape::Buckets(bounds), observed)) => {
+                let data = match (observed.map(|o| (&o.plan.shape, o)), raw_observed(metric)) {
+                    (Some((Shape::Buckets(bounds), observed)), _) => {
                         let (le_counts, count, sum) = if cumulative {
                             (running.buckets, running.count, running.total * divisor)
                         } else {
@@ -189,6 +237,20 @@ impl Encoder {
                         Data::Histogram(proto::Histogram {
                             data_points: vec![histogram_point(
                                 &point, bounds, divisor, le_counts, count, sum,
+                            )],
+                            aggregation_temporality: temporality,
+                        })
+                    }
+                    (_, Some(observed)) => {
+                        let bounds = observed.plan.raw_buckets.as_deref().unwrap_or(&[]);
+                        let (le_counts, count, sum) = if cumulative {
+                            (raw_running, running.count, running.total * divisor)
+                        } else {
+                            (&observed.raw_counts[..], figures.count(), interval_sum)
+                        };
+                        Data::Histogram(proto::Histogram {
+                            data_points: vec![histogram_point(
+                                &point, bounds, 1.0, le_counts, count, sum,
                             )],
                             aggregation_temporality: temporality,
                         })
@@ -221,6 +283,23 @@ impl Encoder {
                 (unit, data)
             }
         }
+    }
+}
+
+/// What [`Encoder::carry`] carries from record to record.
+struct Carried {
+    starts: Vec<u64>,
+    raw: Vec<f64>,
+    raw_at: Vec<usize>,
+}
+
+/// A series' observation of `le` counts at its bins' bounds, in the unit received.
+fn raw_observed(metric: &Metric) -> Option<&crate::aggregate::distribution::Observed> {
+    match &metric.figures {
+        Figures::Dist { figures, .. } => {
+            figures.observed().filter(|o| o.plan.raw_buckets.is_some())
+        }
+        _ => None,
     }
 }
 

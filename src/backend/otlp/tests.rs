@@ -231,6 +231,41 @@ fn bucketed_timers_are_histograms_with_bounds_in_milliseconds() {
 }
 
 #[test]
+fn bins_alone_make_histograms_in_the_unit_received() {
+    // No Prometheus histogram asked for: `/metrics` has a summary, OTLP a histogram at the
+    // bins' bounds (`prev < v <= bound`, unlike the record's own `bin_*`).
+    let toml = "[[aggregation.histograms]]\nmetric = \"lat\"\nbins = [100, 250]\n\
+                [[backends]]\nkind = \"otlp\"\nurl = \"http://h/v1/metrics\"\n";
+    let traffic = [
+        "lat:100|ms\nlat:200|ms\nlat:900|ms",
+        "lat:50|ms\nlat:250|ms",
+    ];
+    let got = flushes(toml, Temporality::Cumulative, &traffic, 2000);
+    let all = metrics(&got[1]);
+    let m = metric(&all, "lat");
+    assert_eq!(m.unit, "ms");
+    let Some(Data::Histogram(h)) = &m.data else {
+        panic!("a Histogram: {m:?}")
+    };
+    let p = &h.data_points[0];
+    assert_eq!(p.explicit_bounds, [100.0, 250.0]);
+    // 100 and 50 <= 100; 200 and 250 in (100, 250]; 900 above.
+    assert_eq!(p.bucket_counts, [2, 2, 1]);
+    assert_eq!(p.count, 5);
+    assert!((p.sum.expect("a sum") - 1500.0).abs() < 1e-9);
+
+    let got = flushes(toml, Temporality::Delta, &traffic, 2000);
+    let all = metrics(&got[1]);
+    let Some(Data::Histogram(h)) = &metric(&all, "lat").data else {
+        panic!("a Histogram")
+    };
+    let p = &h.data_points[0];
+    assert_eq!(p.bucket_counts, [1, 1, 0]);
+    assert_eq!(p.count, 2);
+    assert_eq!(p.start_time_unix_nano, secs(T0));
+}
+
+#[test]
 fn names_are_kept_as_received_and_series_of_one_prometheus_name_stay_apart() {
     // `a.b` and `a_b` are one Prometheus series; in OTLP they are two metrics.
     let got = flushes("", Temporality::Cumulative, &["a.b:2|c\na_b:3|c"], 2000);

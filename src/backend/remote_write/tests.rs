@@ -172,6 +172,20 @@ fn histograms_are_cumulative_buckets_with_inf_sum_and_count() {
 }
 
 #[test]
+fn bins_for_otlp_leave_the_prometheus_summary_alone() {
+    let flushes = encode_flushes(
+        "[aggregation]\npercentiles = [90]\n[[aggregation.histograms]]\nmetric = \"lat\"\n\
+         bins = [100]\n[[backends]]\nkind = \"otlp\"\nurl = \"http://h/\"\n",
+        &["lat:100|ms\nlat:300|ms"],
+        2000,
+    );
+    let got = samples(&flushes[0]);
+    assert_eq!(find(&got, "lat", &[("quantile", "0.9")]).1, 0.3);
+    assert_eq!(find(&got, "lat_count", &[]).1, 2.0);
+    assert!(got.iter().all(|(l, _, _)| l["__name__"] != "lat_bucket"));
+}
+
+#[test]
 fn requests_hold_at_most_max_samples() {
     let lines: String = (0..25).map(|i| format!("c{i}:1|c\n")).collect();
     let flushes = encode_flushes("", &[&lines], 10);
