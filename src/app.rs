@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -18,6 +18,7 @@ use crate::alert::notifier::Notifiers;
 use crate::api::{ApiFeed, ApiState, ReloadRequest};
 use crate::backend::{self, Backend, BackendHandle};
 use crate::config::{BackendConfig, Config};
+use crate::export::SharedPrometheus;
 use crate::flush::{Command, Flusher, Reload};
 use crate::http::HttpClient;
 use crate::server::{Router, tcp, udp, unix};
@@ -140,11 +141,12 @@ pub async fn start_from(
 
     // One HTTP client (one connection pool) for everything that posts.
     let http = HttpClient::new();
+    let prometheus: SharedPrometheus = Arc::new(RwLock::new(config.prometheus.clone()));
     let context = backend::BuildContext {
         http: &http,
         telemetry: &telemetry,
         shutdown_timeout: config.server.shutdown_timeout,
-        prometheus: &config.prometheus,
+        prometheus: &prometheus,
     };
     let mut backends: Vec<(Option<BackendConfig>, Box<dyn Backend>)> = Vec::new();
     for backend_config in &config.backends {
@@ -320,6 +322,7 @@ pub async fn start_from(
             telemetry: telemetry.clone(),
             flush_tx: flush_tx.clone(),
             api: api_state.clone(),
+            prometheus,
         };
         tokio::spawn(reloader.run(reload_rx));
     }
@@ -456,6 +459,8 @@ struct Reloader {
     telemetry: Arc<Telemetry>,
     flush_tx: Sender<Command>,
     api: Option<Arc<ApiState>>,
+    /// The `[prometheus]` section the remote write outputs read.
+    prometheus: SharedPrometheus,
 }
 
 impl Reloader {
@@ -497,7 +502,7 @@ impl Reloader {
             http: &self.http,
             telemetry: &self.telemetry,
             shutdown_timeout: old.server.shutdown_timeout,
-            prometheus: &loaded.prometheus,
+            prometheus: &self.prometheus,
         };
         let mut add = Vec::new();
         for backend_config in add_configs {
@@ -528,6 +533,11 @@ impl Reloader {
             alerter,
             aggregation: aggregation.clone(),
         };
+        // Running outputs read it at their next flush, new ones at their first.
+        *self
+            .prometheus
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded.prometheus.clone();
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         self.flush_tx
             .send(Command::Reload(Box::new(reload), done_tx))

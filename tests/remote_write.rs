@@ -139,3 +139,58 @@ async fn after_an_outage_every_request_arrives_in_order() {
     assert_eq!(agent.running.telemetry().dropped_records_total(), 0);
     agent.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_new_mapping_renames_what_follows() {
+    let receiver = HttpReceiver::start("127.0.0.1:0");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tallyd.toml");
+    let mapping = dir.path().join("mapping.yml");
+    let text = rw_config(&receiver.url(), "") + "[api]\nlisten = \"\"\n";
+    std::fs::write(&path, &text).expect("write");
+    let config = tallyd::config::Config::load(&path).expect("valid");
+    let running = tallyd::app::start_from(config, Some(path.clone()), Vec::new())
+        .await
+        .expect("starts");
+    let flush = |value: u64, lines: u64| {
+        let running = &running;
+        async move {
+            send_udp(
+                running.udp_addrs()[0],
+                &[&format!("orders:{value}|c|#env:prod")],
+            );
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while running.telemetry().lines_total() < lines {
+                assert!(std::time::Instant::now() < deadline, "lines arrive");
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            running.flush_now().await;
+        }
+    };
+    flush(1, 1).await;
+    assert_eq!(value(&receiver.next(), "orders_total"), Some(1.0));
+    std::fs::write(
+        &mapping,
+        "mappings:\n  - match: \"orders\"\n    name: \"sales\"\n",
+    )
+    .expect("mapping");
+    let with_mapping = text.replace(
+        "[api]",
+        &format!(
+            "[prometheus]\nmapping_file = {:?}\n[api]",
+            mapping.display().to_string()
+        ),
+    );
+    std::fs::write(&path, with_mapping).expect("write");
+    running.reload().await.expect("the reload is taken");
+    flush(1, 2).await;
+    let request = receiver.next();
+    assert_eq!(
+        value(&request, "sales_total"),
+        Some(2.0),
+        "the same backend, its totals kept"
+    );
+    let old = value(&request, "orders_total").expect("the old name once more");
+    assert_eq!(old.to_bits(), 0x7ff0_0000_0000_0002, "its stale marker");
+    running.shutdown().await;
+}

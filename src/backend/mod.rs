@@ -92,8 +92,9 @@ pub struct BuildContext<'a> {
     /// The shutdown timeout (`server.shutdown_timeout_ms`): sizes the reserve a backend
     /// keeps before the shutdown deadline it is given at close.
     pub shutdown_timeout: Duration,
-    /// Prometheus names and labels (`[prometheus]`), for remote write.
-    pub prometheus: &'a crate::export::PrometheusConfig,
+    /// Prometheus names and labels (`[prometheus]`), for remote write; a reload replaces
+    /// what it holds.
+    pub prometheus: &'a crate::export::SharedPrometheus,
 }
 
 /// Builds the backend a config entry describes.

@@ -45,6 +45,10 @@ pub struct RawPrometheusConfig {
     pub timer_type: TimerType,
 }
 
+/// The `[prometheus]` section in force, shared with the outputs that read it at each flush
+/// (remote write), so a reload's new mapping reaches them without restarting them.
+pub type SharedPrometheus = Arc<std::sync::RwLock<PrometheusConfig>>;
+
 /// The validated `[prometheus]` section.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusConfig {

@@ -19,7 +19,7 @@ use super::config::{BackendInvalid, raw, take_queue};
 use super::sender::http::{HttpTransport, RetryPolicy};
 use super::sender::{Outbox, QueueConfig};
 use super::{Backend, BackendError};
-use crate::export::PrometheusConfig;
+use crate::export::SharedPrometheus;
 use crate::export::view::View;
 use crate::http::HttpClient;
 use crate::record::Record;
@@ -110,7 +110,8 @@ pub(super) fn validate(mut table: toml::Table) -> Result<RemoteWriteConfig, Back
 pub struct RemoteWriteBackend {
     outbox: Outbox,
     encoder: Encoder,
-    prometheus: PrometheusConfig,
+    /// Read at each flush: a reload may change the mapping.
+    prometheus: SharedPrometheus,
     /// The view of the last record: running totals, and the series to mark stale.
     view: Option<View>,
     /// The last timestamp written: a flush in the same second as the one before (the
@@ -121,13 +122,13 @@ pub struct RemoteWriteBackend {
 
 impl RemoteWriteBackend {
     /// Starts the sender for `config`, posting through `client`; names and labels come
-    /// from `prometheus`.
+    /// from `prometheus` as it is at each flush.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
     pub fn spawn(
         config: &RemoteWriteConfig,
-        prometheus: PrometheusConfig,
+        prometheus: SharedPrometheus,
         client: HttpClient,
         telemetry: Arc<Telemetry>,
         shutdown_timeout: Duration,
@@ -164,7 +165,12 @@ impl Backend for RemoteWriteBackend {
     }
 
     fn write_shared(&mut self, record: &Arc<Record>) -> Result<(), BackendError> {
-        let view = View::build(self.view.as_ref(), record.clone(), &self.prometheus);
+        let prometheus = self
+            .prometheus
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let view = View::build(self.view.as_ref(), record.clone(), &prometheus);
         let ms = i64::try_from(record.timestamp.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ms = ms.max(self.last_ms.saturating_add(1));
         self.last_ms = ms;
