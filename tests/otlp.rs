@@ -127,3 +127,23 @@ async fn otlps_retryable_answers_are_retried_and_others_dropped() {
     assert_eq!(agent.running.telemetry().dropped_records_total(), 1);
     agent.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_every_request_arrives_in_order() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let url = format!("http://127.0.0.1:{port}/v1/metrics");
+    let agent = start(&otlp_config(&url, "")).await;
+    for i in 0..4 {
+        flush(&agent, &["a:1|c"], i).await;
+    }
+    let receiver = HttpReceiver::start(&format!("127.0.0.1:{port}"));
+    let got: Vec<Option<f64>> = (0..4)
+        .map(|_| counter(&decode(&receiver.next()), "a"))
+        .collect();
+    assert_eq!(got, [Some(1.0), Some(2.0), Some(3.0), Some(4.0)]);
+    assert_eq!(agent.running.telemetry().dropped_records_total(), 0);
+    agent.running.shutdown().await;
+}

@@ -194,3 +194,32 @@ async fn a_reload_with_a_new_mapping_renames_what_follows() {
     assert_eq!(old.to_bits(), 0x7ff0_0000_0000_0002, "its stale marker");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_queue_keeps_the_newest_and_counts_the_rest() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let agent = start(&rw_config(&url, "max_pending = 2")).await;
+    for i in 0..5 {
+        flush_counter(&agent, 1, i).await;
+    }
+    // Five requests for a queue of two: the sender holds one on the wire (retrying) and
+    // two wait, so at least two of the five are dropped, the oldest waiting first.
+    let receiver = HttpReceiver::start(&format!("127.0.0.1:{port}"));
+    let mut got = Vec::new();
+    while let Ok(request) = receiver
+        .requests
+        .recv_timeout(std::time::Duration::from_secs(2))
+    {
+        got.push(value(&request, "orders_total").expect("the counter"));
+    }
+    let dropped = agent.running.telemetry().dropped_records_total();
+    assert_eq!(got.len() as u64 + dropped, 5, "{got:?}, {dropped} dropped");
+    assert!(got.len() <= 3, "{got:?}");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    assert_eq!(got.last(), Some(&5.0), "the newest kept");
+    agent.running.shutdown().await;
+}
