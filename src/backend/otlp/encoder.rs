@@ -206,14 +206,14 @@ impl Encoder {
             Figures::Counter { count, .. } => {
                 let value = if cumulative { running.total } else { *count };
                 let data = Data::Sum(proto::Sum {
-                    data_points: vec![point.number(point.start, value)],
+                    data_points: vec![point.number(true, value)],
                     aggregation_temporality: temporality,
                     is_monotonic: true,
                 });
                 ("", data)
             }
-            Figures::Gauge { value, .. } => ("", gauge(point.number(0, *value))),
-            Figures::Set { count, .. } => ("", gauge(point.number(0, *count))),
+            Figures::Gauge { value, .. } => ("", gauge(point.number(false, *value))),
+            Figures::Set { count, .. } => ("", gauge(point.number(false, *count))),
             Figures::Dist { figures, .. } => {
                 let unit = if metric.kind() == MetricKind::Timer {
                     "ms"
@@ -236,7 +236,7 @@ impl Encoder {
                         };
                         Data::Histogram(proto::Histogram {
                             data_points: vec![histogram_point(
-                                &point, bounds, divisor, le_counts, count, sum,
+                                point, bounds, divisor, le_counts, count, sum,
                             )],
                             aggregation_temporality: temporality,
                         })
@@ -250,7 +250,7 @@ impl Encoder {
                         };
                         Data::Histogram(proto::Histogram {
                             data_points: vec![histogram_point(
-                                &point, bounds, 1.0, le_counts, count, sum,
+                                point, bounds, 1.0, le_counts, count, sum,
                             )],
                             aggregation_temporality: temporality,
                         })
@@ -313,10 +313,11 @@ struct Point {
 }
 
 impl Point {
-    fn number(&self, start: u64, value: f64) -> NumberDataPoint {
+    /// A number point; with `start` its start time, else none (a gauge's).
+    fn number(self, start: bool, value: f64) -> NumberDataPoint {
         NumberDataPoint {
-            attributes: self.attributes.clone(),
-            start_time_unix_nano: start,
+            attributes: self.attributes,
+            start_time_unix_nano: if start { self.start } else { 0 },
             time_unix_nano: self.time,
             as_double: Some(value),
         }
@@ -339,7 +340,7 @@ fn quantile(q: f64, value: f64) -> ValueAtQuantile {
 /// An explicit-bucket point from cumulative `le` counts (`v <= bound`, the exported unit):
 /// OTLP's buckets are `prev < v <= bound` and counted apart.
 fn histogram_point(
-    point: &Point,
+    point: Point,
     bounds: &[f64],
     divisor: f64,
     le_counts: &[f64],
@@ -357,7 +358,7 @@ fn histogram_point(
     bucket_counts.resize(bounds.len(), 0);
     bucket_counts.push(count.saturating_sub(below));
     HistogramDataPoint {
-        attributes: point.attributes.clone(),
+        attributes: point.attributes,
         start_time_unix_nano: point.start,
         time_unix_nano: point.time,
         count,
