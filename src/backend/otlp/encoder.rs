@@ -13,11 +13,7 @@
 
 use std::sync::Arc;
 
-use super::proto::{
-    self, AnyValue, Data, ExportMetricsServiceRequest, HistogramDataPoint, InstrumentationScope,
-    KeyValue, NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics, SummaryDataPoint,
-    ValueAtQuantile,
-};
+use super::wire::{CUMULATIVE, DELTA, Kind, Point, Resource, Writer};
 use crate::aggregate::distribution::Shape;
 use crate::export::exposition::internal_families;
 use crate::export::view::View;
@@ -48,13 +44,6 @@ pub struct Encoder {
     first_start: Option<u64>,
 }
 
-/// The request being filled.
-struct Batch<'r> {
-    record: &'r Record,
-    metrics: Vec<proto::Metric>,
-    points: usize,
-}
-
 impl Encoder {
     pub fn new(temporality: Temporality, max_points: usize) -> Encoder {
         Encoder {
@@ -79,55 +68,62 @@ impl Encoder {
             raw,
             raw_at,
         } = self.carry(&record, interval_start);
-        let mut batch = Batch {
-            record: &record,
-            metrics: Vec::new(),
-            points: 0,
+        let resource = Resource {
+            host: &record.host,
+            version: env!("CARGO_PKG_VERSION"),
         };
+        let mut writer = Writer::new(self.max_points);
+        let mut scratch = Scratch::default();
         for (i, metric) in record.metrics.iter().enumerate() {
             let start = match self.temporality {
                 Temporality::Cumulative => starts[i],
                 Temporality::Delta => interval_start,
             };
-            let point = Point {
-                attributes: attributes(metric),
+            let times = Times {
                 start,
                 interval_start,
-                time,
             };
             let raw_running = raw.get(raw_at[i]..).unwrap_or(&[]);
-            let (unit, data) = self.data(view, i, metric, point, raw_running);
-            batch.add(metric.key.name(), unit, data);
-            if batch.points >= self.max_points {
-                batch.finish(emit);
-            }
+            let (unit, kind, temporality, point) =
+                self.data(view, i, metric, times, raw_running, &mut scratch);
+            writer.add(
+                metric.key.name(),
+                unit,
+                kind,
+                temporality,
+                metric.key.tags(),
+                time,
+                &point,
+                &resource,
+                emit,
+            );
         }
         let first_start = *self.first_start.get_or_insert(interval_start);
         for family in internal_families(view) {
             let name = format!("tallyd.{}", family.name);
             for (labels, value) in &family.samples {
-                let point = NumberDataPoint {
-                    attributes: labels.iter().map(|(k, v)| string_attribute(k, v)).collect(),
-                    start_time_unix_nano: if family.counter { first_start } else { 0 },
-                    time_unix_nano: time,
-                    as_double: Some(*value),
-                };
-                let data = if family.counter {
-                    Data::Sum(proto::Sum {
-                        data_points: vec![point],
-                        aggregation_temporality: proto::CUMULATIVE,
-                        is_monotonic: true,
-                    })
+                let (kind, temporality, start) = if family.counter {
+                    (Kind::Sum, CUMULATIVE, first_start)
                 } else {
-                    gauge(point)
+                    (Kind::Gauge, 0, 0)
                 };
-                batch.add(&name, "", data);
-                if batch.points >= self.max_points {
-                    batch.finish(emit);
-                }
+                writer.add(
+                    &name,
+                    "",
+                    kind,
+                    temporality,
+                    labels.iter().map(|(k, v)| (*k, v.as_str())),
+                    time,
+                    &Point::Number {
+                        start,
+                        value: *value,
+                    },
+                    &resource,
+                    emit,
+                );
             }
         }
-        batch.finish(emit);
+        writer.finish(&resource, emit);
         self.starts = starts;
         self.raw = raw;
         self.raw_at = raw_at;
@@ -186,34 +182,30 @@ impl Encoder {
         carried
     }
 
-    /// One series' metric data (one data point) and unit.
-    fn data(
+    /// One series' data point, and its metric's unit, kind and temporality.
+    fn data<'s>(
         &self,
         view: &View,
         i: usize,
         metric: &Metric,
-        point: Point,
+        times: Times,
         raw_running: &[f64],
-    ) -> (&'static str, Data) {
+        scratch: &'s mut Scratch,
+    ) -> (&'static str, Kind, u64, Point<'s>) {
         let cumulative = self.temporality == Temporality::Cumulative;
-        let temporality = if cumulative {
-            proto::CUMULATIVE
-        } else {
-            proto::DELTA
-        };
+        let temporality = if cumulative { CUMULATIVE } else { DELTA };
         let running = view.running(i);
         match &metric.figures {
             Figures::Counter { count, .. } => {
                 let value = if cumulative { running.total } else { *count };
-                let data = Data::Sum(proto::Sum {
-                    data_points: vec![point.number(true, value)],
-                    aggregation_temporality: temporality,
-                    is_monotonic: true,
-                });
-                ("", data)
+                let point = Point::Number {
+                    start: times.start,
+                    value,
+                };
+                ("", Kind::Sum, temporality, point)
             }
-            Figures::Gauge { value, .. } => ("", gauge(point.number(false, *value))),
-            Figures::Set { count, .. } => ("", gauge(point.number(false, *count))),
+            Figures::Gauge { value, .. } => ("", Kind::Gauge, 0, gauge(*value)),
+            Figures::Set { count, .. } => ("", Kind::Gauge, 0, gauge(*count)),
             Figures::Dist { figures, .. } => {
                 let unit = if metric.kind() == MetricKind::Timer {
                     "ms"
@@ -227,19 +219,16 @@ impl Encoder {
                 let observed = figures
                     .observed()
                     .filter(|o| matches!(o.plan.shape, Shape::Buckets(_)));
-                let data = match (observed.map(|o| (&o.plan.shape, o)), raw_observed(metric)) {
+                match (observed.map(|o| (&o.plan.shape, o)), raw_observed(metric)) {
                     (Some((Shape::Buckets(bounds), observed)), _) => {
                         let (le_counts, count, sum) = if cumulative {
                             (running.buckets, running.count, running.total * divisor)
                         } else {
                             (&observed.values[..], figures.count(), interval_sum)
                         };
-                        Data::Histogram(proto::Histogram {
-                            data_points: vec![histogram_point(
-                                point, bounds, divisor, le_counts, count, sum,
-                            )],
-                            aggregation_temporality: temporality,
-                        })
+                        let point =
+                            scratch.histogram(times.start, bounds, divisor, le_counts, count, sum);
+                        (unit, Kind::Histogram, temporality, point)
                     }
                     (_, Some(observed)) => {
                         let bounds = observed.plan.raw_buckets.as_deref().unwrap_or(&[]);
@@ -248,39 +237,33 @@ impl Encoder {
                         } else {
                             (&observed.raw_counts[..], figures.count(), interval_sum)
                         };
-                        Data::Histogram(proto::Histogram {
-                            data_points: vec![histogram_point(
-                                point, bounds, 1.0, le_counts, count, sum,
-                            )],
-                            aggregation_temporality: temporality,
-                        })
+                        let point =
+                            scratch.histogram(times.start, bounds, 1.0, le_counts, count, sum);
+                        (unit, Kind::Histogram, temporality, point)
                     }
                     _ => {
-                        let mut quantile_values = Vec::new();
+                        scratch.quantiles.clear();
                         if metric.active() {
                             if let Some(median) = figures.median() {
-                                quantile_values.push(quantile(0.5, median));
+                                scratch.quantiles.push((0.5, median));
                             }
                             let percentiles = &view.record().distribution.percentiles;
                             for (p, bound) in percentiles.iter().zip(figures.percentile_bounds()) {
                                 if let (true, Some(v)) = (p.value() > 0.0, bound) {
-                                    quantile_values.push(quantile(p.value() / 100.0, v));
+                                    let q = (p.value() / 100.0 * 1e12).round() / 1e12;
+                                    scratch.quantiles.push((q, v));
                                 }
                             }
                         }
-                        Data::Summary(proto::Summary {
-                            data_points: vec![SummaryDataPoint {
-                                attributes: point.attributes,
-                                start_time_unix_nano: point.interval_start,
-                                time_unix_nano: point.time,
-                                count: round_count(figures.count()),
-                                sum: interval_sum,
-                                quantile_values,
-                            }],
-                        })
+                        let point = Point::Summary {
+                            start: times.interval_start,
+                            count: round_count(figures.count()),
+                            sum: interval_sum,
+                            quantiles: &scratch.quantiles,
+                        };
+                        (unit, Kind::Summary, 0, point)
                     }
-                };
-                (unit, data)
+                }
             }
         }
     }
@@ -303,68 +286,59 @@ fn raw_observed(metric: &Metric) -> Option<&crate::aggregate::distribution::Obse
     }
 }
 
-/// What every data point of one series carries.
-struct Point {
-    attributes: Vec<KeyValue>,
+/// A series' start times.
+#[derive(Clone, Copy)]
+struct Times {
     /// The start of a cumulative or delta point.
     start: u64,
     interval_start: u64,
-    time: u64,
 }
 
-impl Point {
-    /// A number point; with `start` its start time, else none (a gauge's).
-    fn number(self, start: bool, value: f64) -> NumberDataPoint {
-        NumberDataPoint {
-            attributes: self.attributes,
-            start_time_unix_nano: if start { self.start } else { 0 },
-            time_unix_nano: self.time,
-            as_double: Some(value),
+fn gauge(value: f64) -> Point<'static> {
+    Point::Number { start: 0, value }
+}
+
+/// Space the points of one flush are worked out in.
+#[derive(Default)]
+struct Scratch {
+    bucket_counts: Vec<u64>,
+    bounds: Vec<f64>,
+    quantiles: Vec<(f64, f64)>,
+}
+
+impl Scratch {
+    /// An explicit-bucket point from cumulative `le` counts (`v <= bound`): OTLP's buckets
+    /// are `prev < v <= bound` and counted apart. `bounds` are divided by `divisor` (the
+    /// exported unit): they are written in the unit received.
+    fn histogram(
+        &mut self,
+        start: u64,
+        bounds: &[f64],
+        divisor: f64,
+        le_counts: &[f64],
+        count: f64,
+        sum: f64,
+    ) -> Point<'_> {
+        let count = round_count(count);
+        self.bucket_counts.clear();
+        let mut below = 0u64;
+        for &c in le_counts.iter().take(bounds.len()) {
+            let c = round_count(c).min(count);
+            self.bucket_counts.push(c.saturating_sub(below));
+            below = below.max(c);
         }
-    }
-}
-
-fn gauge(point: NumberDataPoint) -> Data {
-    Data::Gauge(proto::Gauge {
-        data_points: vec![point],
-    })
-}
-
-fn quantile(q: f64, value: f64) -> ValueAtQuantile {
-    ValueAtQuantile {
-        quantile: (q * 1e12).round() / 1e12,
-        value,
-    }
-}
-
-/// An explicit-bucket point from cumulative `le` counts (`v <= bound`, the exported unit):
-/// OTLP's buckets are `prev < v <= bound` and counted apart.
-fn histogram_point(
-    point: Point,
-    bounds: &[f64],
-    divisor: f64,
-    le_counts: &[f64],
-    count: f64,
-    sum: f64,
-) -> HistogramDataPoint {
-    let count = round_count(count);
-    let mut bucket_counts = Vec::with_capacity(bounds.len() + 1);
-    let mut below = 0u64;
-    for &c in le_counts.iter().take(bounds.len()) {
-        let c = round_count(c).min(count);
-        bucket_counts.push(c.saturating_sub(below));
-        below = below.max(c);
-    }
-    bucket_counts.resize(bounds.len(), 0);
-    bucket_counts.push(count.saturating_sub(below));
-    HistogramDataPoint {
-        attributes: point.attributes,
-        start_time_unix_nano: point.start,
-        time_unix_nano: point.time,
-        count,
-        sum: Some(sum),
-        bucket_counts,
-        explicit_bounds: bounds.iter().map(|&b| unit_bound(b, divisor)).collect(),
+        self.bucket_counts.resize(bounds.len(), 0);
+        self.bucket_counts.push(count.saturating_sub(below));
+        self.bounds.clear();
+        self.bounds
+            .extend(bounds.iter().map(|&b| unit_bound(b, divisor)));
+        Point::Histogram {
+            start,
+            count,
+            sum,
+            bucket_counts: &self.bucket_counts,
+            bounds: &self.bounds,
+        }
     }
 }
 
@@ -385,92 +359,6 @@ fn round_count(c: f64) -> u64 {
     }
 }
 
-fn attributes(metric: &Metric) -> Vec<KeyValue> {
-    metric
-        .key
-        .tags()
-        .map(|(k, v)| string_attribute(k, v))
-        .collect()
-}
-
-fn string_attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            string_value: value.to_string(),
-        }),
-    }
-}
-
 fn secs_to_ns(secs: u64) -> u64 {
     secs.saturating_mul(1_000_000_000)
-}
-
-impl Batch<'_> {
-    /// Adds a data point: to the last metric when it has the same name, unit and kind.
-    fn add(&mut self, name: &str, unit: &'static str, data: Data) {
-        self.points += 1;
-        let data = match self.metrics.last_mut() {
-            Some(last) if last.name == name && last.unit == unit => {
-                match merge(&mut last.data, data) {
-                    Ok(()) => return,
-                    Err(data) => data,
-                }
-            }
-            _ => data,
-        };
-        self.metrics.push(proto::Metric {
-            name: name.to_string(),
-            unit: unit.to_string(),
-            data: Some(data),
-        });
-    }
-
-    /// Wraps the metrics so far in a request and hands its bytes to `emit`.
-    fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        if self.metrics.is_empty() {
-            return;
-        }
-        let request = ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: vec![
-                        string_attribute("host.name", &self.record.host),
-                        string_attribute("service.name", "tallyd"),
-                    ],
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: "tallyd".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                    }),
-                    metrics: std::mem::take(&mut self.metrics),
-                }],
-            }],
-        };
-        emit(prost::Message::encode_to_vec(&request));
-        self.points = 0;
-    }
-}
-
-/// Appends `data`'s points to `into` when both are the same kind (and temporality); gives
-/// `data` back otherwise.
-fn merge(into: &mut Option<Data>, data: Data) -> Result<(), Data> {
-    let Some(into) = into.as_mut() else {
-        return Err(data);
-    };
-    match (into, data) {
-        (Data::Gauge(a), Data::Gauge(b)) => a.data_points.extend(b.data_points),
-        (Data::Sum(a), Data::Sum(b)) if a.aggregation_temporality == b.aggregation_temporality => {
-            a.data_points.extend(b.data_points)
-        }
-        (Data::Histogram(a), Data::Histogram(b))
-            if a.aggregation_temporality == b.aggregation_temporality =>
-        {
-            a.data_points.extend(b.data_points)
-        }
-        (Data::Summary(a), Data::Summary(b)) => a.data_points.extend(b.data_points),
-        (_, data) => return Err(data),
-    }
-    Ok(())
 }

@@ -4,7 +4,7 @@
 //! drop the request, counted and logged.
 
 mod encoder;
-pub mod proto;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;
