@@ -521,11 +521,14 @@ impl Reloader {
         };
         let mut aggregation = old.aggregation.clone();
         aggregation.histograms = loaded.aggregation.histograms.clone();
-        if old.api.listen.is_some() || loaded.backends.iter().any(BackendConfig::needs_export) {
+        // The plan follows the reloaded outputs: none when nothing needs one any more.
+        aggregation.export = (old.api.listen.is_some()
+            || loaded.backends.iter().any(BackendConfig::needs_export))
+        .then(|| {
             let mut plan = crate::export::ExportPlan::new(loaded.prometheus.clone());
             plan.otlp_bins = loaded.backends.iter().any(BackendConfig::is_otlp);
-            aggregation.export = Some(Arc::new(plan));
-        }
+            Arc::new(plan)
+        });
         let aggregation = Arc::new(aggregation);
         let reload = Reload {
             add,

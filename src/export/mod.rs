@@ -103,6 +103,9 @@ pub struct ExportPlan {
     /// observe `le` counts at the bins' bounds (OTLP histograms), whatever Prometheus
     /// exports.
     pub otlp_bins: bool,
+    /// The plans of series with bins and the default summary, shared by every series of
+    /// the same bins and divisor (a million timers should not hold a million copies).
+    bins_plans: Arc<std::sync::Mutex<Vec<(u64, Arc<Observe>)>>>,
     /// The default buckets, shared by every series that uses them, per divisor.
     default_seconds: Arc<Observe>,
     default_plain: Arc<Observe>,
@@ -121,6 +124,7 @@ impl ExportPlan {
         ExportPlan {
             prometheus,
             otlp_bins: false,
+            bins_plans: Arc::default(),
             default_seconds: default(1000.0),
             default_plain: default(1.0),
         }
@@ -146,9 +150,30 @@ impl ExportPlan {
             return plan;
         }
         // OTLP wants a histogram from the bins where Prometheus has a summary.
+        let divisor = divisor(kind);
+        let Some(plan) = plan else {
+            // The default summary: one plan per bins and divisor.
+            let mut shared = self
+                .bins_plans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let found = shared.iter().find(|(d, plan)| {
+                *d == divisor.to_bits() && plan.raw_buckets.as_deref() == Some(bins.bounds())
+            });
+            if let Some((_, plan)) = found {
+                return Some(plan.clone());
+            }
+            let plan = Arc::new(Observe {
+                shape: Shape::Quantiles(Arc::from([])),
+                divisor,
+                raw_buckets: Some(Arc::from(bins.bounds())),
+            });
+            shared.push((divisor.to_bits(), plan.clone()));
+            return Some(plan);
+        };
         Some(Arc::new(Observe {
-            shape: plan.map_or(Shape::Quantiles(Arc::from([])), |p| p.shape.clone()),
-            divisor: divisor(kind),
+            shape: plan.shape.clone(),
+            divisor,
             raw_buckets: Some(Arc::from(bins.bounds())),
         }))
     }
@@ -217,5 +242,35 @@ pub fn divisor(kind: MetricKind) -> f64 {
     match kind {
         MetricKind::Timer => 1000.0,
         _ => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otlp_bins_plans_are_shared_and_leave_prometheus_its_summary() {
+        let mut plan = ExportPlan::new(PrometheusConfig::default());
+        let bins = Bins::new(vec![10.0, 100.0]).expect("valid bins");
+        assert!(
+            plan.observe_for("a", MetricKind::Timer, Some(&bins))
+                .is_none()
+        );
+        plan.otlp_bins = true;
+        let a = plan
+            .observe_for("a", MetricKind::Timer, Some(&bins))
+            .expect("a plan for OTLP");
+        let b = plan
+            .observe_for("b", MetricKind::Timer, Some(&bins))
+            .expect("a plan for OTLP");
+        assert!(Arc::ptr_eq(&a, &b), "one plan for the same bins");
+        assert!(!a.shape.is_set(), "Prometheus keeps its default summary");
+        assert_eq!(a.raw_buckets.as_deref(), Some(&[10.0, 100.0][..]));
+        let h = plan
+            .observe_for("h", MetricKind::Histogram, Some(&bins))
+            .expect("a plan for OTLP");
+        assert!(!Arc::ptr_eq(&a, &h), "another divisor, another plan");
+        assert!(plan.observe_for("c", MetricKind::Timer, None).is_none());
     }
 }
