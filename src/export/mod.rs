@@ -94,6 +94,9 @@ fn mapping_message(error: &MappingError) -> String {
     format!("mapping file: {error}")
 }
 
+/// Shared plans for OTLP's bins, by divisor (its bits) and bounds.
+type BinsPlans = Arc<std::sync::Mutex<Vec<(u64, Arc<Observe>)>>>;
+
 /// Decides, once per series, what the flusher must observe for Prometheus-style outputs
 /// beyond the record's figures: `le` buckets for histograms, quantiles a mapping asks for.
 #[derive(Debug, Clone)]
@@ -105,7 +108,7 @@ pub struct ExportPlan {
     pub otlp_bins: bool,
     /// The plans of series with bins and the default summary, shared by every series of
     /// the same bins and divisor (a million timers should not hold a million copies).
-    bins_plans: Arc<std::sync::Mutex<Vec<(u64, Arc<Observe>)>>>,
+    bins_plans: BinsPlans,
     /// The default buckets, shared by every series that uses them, per divisor.
     default_seconds: Arc<Observe>,
     default_plain: Arc<Observe>,
