@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -18,6 +18,7 @@ use crate::alert::notifier::Notifiers;
 use crate::api::{ApiFeed, ApiState, ReloadRequest};
 use crate::backend::{self, Backend, BackendHandle};
 use crate::config::{BackendConfig, Config};
+use crate::export::SharedPrometheus;
 use crate::flush::{Command, Flusher, Reload};
 use crate::http::HttpClient;
 use crate::server::{Router, tcp, udp, unix};
@@ -147,10 +148,12 @@ pub async fn start_from(
 
     // One HTTP client (one connection pool) for everything that posts.
     let http = HttpClient::new();
+    let prometheus: SharedPrometheus = Arc::new(RwLock::new(config.prometheus.clone()));
     let context = backend::BuildContext {
         http: &http,
         telemetry: &telemetry,
         shutdown_timeout: config.server.shutdown_timeout,
+        prometheus: &prometheus,
     };
     let mut backends: Vec<(Option<BackendConfig>, Box<dyn Backend>)> = Vec::new();
     for backend_config in &config.backends {
@@ -326,6 +329,7 @@ pub async fn start_from(
             telemetry: telemetry.clone(),
             flush_tx: flush_tx.clone(),
             api: api_state.clone(),
+            prometheus,
         };
         tokio::spawn(reloader.run(reload_rx));
     }
@@ -462,6 +466,8 @@ struct Reloader {
     telemetry: Arc<Telemetry>,
     flush_tx: Sender<Command>,
     api: Option<Arc<ApiState>>,
+    /// The `[prometheus]` section the remote write outputs read.
+    prometheus: SharedPrometheus,
 }
 
 impl Reloader {
@@ -503,6 +509,7 @@ impl Reloader {
             http: &self.http,
             telemetry: &self.telemetry,
             shutdown_timeout: old.server.shutdown_timeout,
+            prometheus: &self.prometheus,
         };
         let mut add = Vec::new();
         for backend_config in add_configs {
@@ -522,11 +529,14 @@ impl Reloader {
         let mut aggregation = old.aggregation.clone();
         aggregation.histograms = loaded.aggregation.histograms.clone();
         aggregation.set_forward(loaded.aggregation.forward);
-        if old.api.listen.is_some() {
-            aggregation.export = Some(Arc::new(crate::export::ExportPlan::new(
-                loaded.prometheus.clone(),
-            )));
-        }
+        // The plan follows the reloaded outputs: none when nothing needs one any more.
+        aggregation.export = (old.api.listen.is_some()
+            || loaded.backends.iter().any(BackendConfig::needs_export))
+        .then(|| {
+            let mut plan = crate::export::ExportPlan::new(loaded.prometheus.clone());
+            plan.otlp_bins = loaded.backends.iter().any(BackendConfig::is_otlp);
+            Arc::new(plan)
+        });
         let aggregation = Arc::new(aggregation);
         let reload = Reload {
             add,
@@ -534,6 +544,11 @@ impl Reloader {
             alerter,
             aggregation: aggregation.clone(),
         };
+        // Running outputs read it at their next flush, new ones at their first.
+        *self
+            .prometheus
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded.prometheus.clone();
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         self.flush_tx
             .send(Command::Reload(Box::new(reload), done_tx))

@@ -508,9 +508,12 @@ impl RawConfig {
         };
         let api = self.api.validate().map_err(spanned)?;
         let prometheus = self.prometheus.validate(base).map_err(spanned)?;
-        if api.listen.is_some() {
-            // `/metrics` needs buckets and mapped quantiles observed at each flush.
-            aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
+        if api.listen.is_some() || backends.iter().any(BackendConfig::needs_export) {
+            // `/metrics`, remote write and OTLP need buckets and mapped quantiles observed
+            // at each flush.
+            let mut plan = ExportPlan::new(prometheus.clone());
+            plan.otlp_bins = backends.iter().any(BackendConfig::is_otlp);
+            aggregation.export = Some(Arc::new(plan));
         }
         aggregation.set_forward(
             backends
@@ -1237,6 +1240,51 @@ mod tests {
         assert_eq!(http.queue.retry_initial, defaults.queue.retry_initial);
         assert_eq!(http.queue.retry_max, defaults.queue.retry_max);
         assert_eq!(http.headers[0].1, "Bearer token");
+    }
+
+    /// The commented `[[backends]]` block of `kind` in config.toml.example, uncommented.
+    fn example_block(kind: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+        let example = std::fs::read_to_string(path).expect("read the example");
+        let start = example
+            .find(&format!("# [[backends]]\n# kind = \"{kind}\""))
+            .unwrap_or_else(|| panic!("the example has a {kind} block"));
+        example[start..]
+            .lines()
+            .take_while(|line| line.starts_with("# "))
+            .map(|line| &line[2..])
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| line.replace("${OTLP_TOKEN}", "token") + "\n")
+            .collect()
+    }
+
+    #[test]
+    fn the_example_remote_write_and_otlp_blocks_are_valid_and_spell_the_defaults() {
+        let only = |text: &str| {
+            let mut config = parse(text).expect("valid");
+            assert_eq!(config.backends.len(), 1);
+            config.backends.remove(0)
+        };
+        let (BackendConfig::RemoteWrite(example), BackendConfig::RemoteWrite(defaults)) = (
+            only(&example_block("remote_write")),
+            only("[[backends]]\nkind = \"remote_write\"\nurl = \"http://h/\"\n"),
+        ) else {
+            panic!("remote_write backends");
+        };
+        assert_eq!(example.max_samples_per_send, defaults.max_samples_per_send);
+        assert_eq!(example.retry_on_429, defaults.retry_on_429);
+        assert_eq!(example.queue, defaults.queue);
+        let (BackendConfig::Otlp(example), BackendConfig::Otlp(defaults)) = (
+            only(&example_block("otlp")),
+            only("[[backends]]\nkind = \"otlp\"\nurl = \"http://h/\"\n"),
+        ) else {
+            panic!("otlp backends");
+        };
+        assert_eq!(example.temporality, defaults.temporality);
+        assert_eq!(example.gzip, defaults.gzip);
+        assert_eq!(example.max_points_per_send, defaults.max_points_per_send);
+        assert_eq!(example.queue, defaults.queue);
+        assert_eq!(example.headers[0].1, "Bearer token");
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
 //! - [`record`]: the flush record and its JSON shape.
 //! - [`alert`]: alert rules evaluated against each record, and their notifiers.
-//! - [`export`]: what the Prometheus-style outputs share (the statsd_exporter mapping file).
-//! - [`backend`]: where records go: console, JSON Lines file, HTTP push, and a capture for
-//!   tests.
+//! - [`export`]: what the Prometheus-style outputs share (the statsd_exporter mapping file,
+//!   names, labels, cumulative totals).
+//! - [`backend`]: where records go: console, JSON Lines file, HTTP push, Prometheus remote
+//!   write, OTLP, and a capture for tests.
 //! - [`http`]: the one HTTP client the HTTP backend (and webhooks) post through.
 //! - [`telemetry`]: the agent's own counters, read into each record's `internal`.
 //! - [`app`]: wiring and the shutdown order.

@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use super::sender::{QUEUE_KEYS, QueueConfig, RawQueueConfig};
-use super::{console, graphite, http, json_file, statsd};
+use super::{console, graphite, http, json_file, otlp, remote_write, statsd};
 
 /// One configured backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +16,8 @@ pub enum BackendConfig {
     Http(http::HttpConfig),
     Graphite(graphite::GraphiteConfig),
     Statsd(statsd::StatsdConfig),
+    RemoteWrite(remote_write::RemoteWriteConfig),
+    Otlp(otlp::OtlpConfig),
 }
 
 impl BackendConfig {
@@ -27,7 +29,20 @@ impl BackendConfig {
             BackendConfig::Http(_) => "http",
             BackendConfig::Graphite(_) => "graphite",
             BackendConfig::Statsd(_) => "statsd",
+            BackendConfig::RemoteWrite(_) => "remote_write",
+            BackendConfig::Otlp(_) => "otlp",
         }
+    }
+
+    /// The output needs what the export plan observes at each flush (`le` buckets, mapped
+    /// quantiles), as `/metrics` does.
+    pub fn needs_export(&self) -> bool {
+        matches!(self, BackendConfig::RemoteWrite(_) | BackendConfig::Otlp(_))
+    }
+
+    /// An OTLP output: histogram bins need `le` counts observed for it too.
+    pub fn is_otlp(&self) -> bool {
+        matches!(self, BackendConfig::Otlp(_))
     }
 }
 
@@ -69,7 +84,7 @@ impl BackendInvalid {
 }
 
 /// The kinds, for error messages.
-const KINDS: &str = "console, json_file, http, graphite or statsd";
+const KINDS: &str = "console, json_file, http, graphite, statsd, remote_write or otlp";
 
 /// Validates one `[[backends]]` table.
 ///
@@ -87,6 +102,8 @@ pub fn validate(mut table: toml::Table) -> Result<BackendConfig, BackendInvalid>
         "http" => http::validate(table).map(BackendConfig::Http),
         "graphite" => graphite::validate(table).map(BackendConfig::Graphite),
         "statsd" => statsd::validate(table).map(BackendConfig::Statsd),
+        "remote_write" => remote_write::validate(table).map(BackendConfig::RemoteWrite),
+        "otlp" => otlp::validate(table).map(BackendConfig::Otlp),
         other => Err(BackendInvalid::at(
             "kind",
             format!("unknown backend kind {other:?}: use {KINDS}"),

@@ -8,6 +8,8 @@ mod console;
 pub mod graphite;
 pub mod http;
 pub mod json_file;
+pub mod otlp;
+pub mod remote_write;
 pub mod sender;
 pub mod statsd;
 
@@ -94,6 +96,9 @@ pub struct BuildContext<'a> {
     /// The shutdown timeout (`server.shutdown_timeout_ms`): sizes the reserve a backend
     /// keeps before the shutdown deadline it is given at close.
     pub shutdown_timeout: Duration,
+    /// Prometheus names and labels (`[prometheus]`), for remote write; a reload replaces
+    /// what it holds.
+    pub prometheus: &'a crate::export::SharedPrometheus,
 }
 
 /// Builds the backend a config entry describes.
@@ -121,6 +126,19 @@ pub fn build(
         )?),
         BackendConfig::Statsd(statsd) => Box::new(StatsdBackend::spawn(
             statsd,
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::RemoteWrite(rw) => Box::new(remote_write::RemoteWriteBackend::spawn(
+            rw,
+            context.prometheus.clone(),
+            context.http.clone(),
+            context.telemetry.clone(),
+            context.shutdown_timeout,
+        )?),
+        BackendConfig::Otlp(otlp) => Box::new(otlp::OtlpBackend::spawn(
+            otlp,
+            context.http.clone(),
             context.telemetry.clone(),
             context.shutdown_timeout,
         )?),

@@ -107,7 +107,7 @@ impl Quantiles {
 
 /// A quantile as a label value: `0.9`, `0.999` (rounded to 12 places, so 99.9 / 100 does not
 /// print its binary tail).
-fn quantile_label(q: f64) -> String {
+pub fn quantile_label(q: f64) -> String {
     let rounded = (q * 1e12).round() / 1e12;
     let mut text = format!("{rounded}");
     if !text.contains('.') {
@@ -257,8 +257,14 @@ impl Writer<'_> {
                 let divisor = crate::export::divisor(metric.kind());
                 let sum: f64 = rows.iter().map(|&i| view.totals[i].a).sum();
                 let count: f64 = rows.iter().map(|&i| view.totals[i].b).sum();
-                match figures.observed().map(|o| &o.plan.shape) {
-                    Some(Shape::Buckets(bounds)) => self.buckets(view, rows, bounds, count),
+                match figures
+                    .observed()
+                    .map(|o| &o.plan.shape)
+                    .filter(|s| s.is_set())
+                {
+                    Some(Shape::Buckets(bounds)) => {
+                        self.buckets(view, rows, bounds, count);
+                    }
                     Some(Shape::Quantiles(qs)) => {
                         let values = figures.observed().map(|o| &o.values[..]).unwrap_or(&[]);
                         for (q, v) in qs.iter().zip(values) {
@@ -338,117 +344,27 @@ impl Writer<'_> {
 
     /// The agent's own figures, `tallyd_*`.
     fn internal(&mut self, view: &View) {
-        let t = &view.internal;
-        let record = view.record();
-        let counters: [(&str, &str, f64); 12] = [
-            (
-                "packets_received",
-                "Packets (datagrams, TCP chunks) received.",
-                t.packets,
-            ),
-            ("lines_received", "StatsD lines received.", t.lines),
-            (
-                "dropped_lines",
-                "Lines dropped on the receive path.",
-                t.dropped_lines,
-            ),
-            (
-                "dropped_datagrams",
-                "Datagrams the kernel dropped at a UDP socket.",
-                t.dropped_datagrams,
-            ),
-            (
-                "dropped_series",
-                "Samples of new series refused over max_series.",
-                t.dropped_series,
-            ),
-            (
-                "dropped_events",
-                "Events and service checks over the interval's limit.",
-                t.dropped_events,
-            ),
-            (
-                "dropped_records",
-                "Records a backend had to drop.",
-                t.dropped_records,
-            ),
-            ("backend_errors", "Backend failures.", t.backend_errors),
-            (
-                "notifier_errors",
-                "Alert events a notifier could not deliver.",
-                t.notifier_errors,
-            ),
-            (
-                "config_reloads",
-                "Successful configuration reloads.",
-                t.config_reloads,
-            ),
-            (
-                "config_reload_failures",
-                "Configuration reloads refused (invalid file).",
-                t.config_reload_failures,
-            ),
-            (
-                "stream_clients_dropped",
-                "Event-stream clients disconnected for falling behind.",
-                t.stream_clients_dropped,
-            ),
-        ];
-        for (name, help, value) in counters {
-            self.internal_family(name, help, "counter");
-            self.out.extend_from_slice(b"tallyd_");
-            self.out.extend_from_slice(name.as_bytes());
-            self.out.extend_from_slice(b"_total");
-            self.value(value);
-        }
-        self.internal_family("bad_lines", "Lines rejected, by reason.", "counter");
-        for reason in ParseError::ALL {
-            self.out
-                .extend_from_slice(b"tallyd_bad_lines_total{reason=\"");
-            self.out.extend_from_slice(reason.reason().as_bytes());
-            self.out.extend_from_slice(b"\"}");
-            self.value(t.bad.get(reason.index()).copied().unwrap_or(0.0));
-        }
-        self.internal_family("flushes", "Flushes since start.", "counter");
-        self.out.extend_from_slice(b"tallyd_flushes_total");
-        self.value(view.flushes as f64);
-        let gauges: [(&str, &str, f64); 4] = [
-            ("series", "Live series.", record.internal.series as f64),
-            (
-                "estimated_sets",
-                "Set series whose last count is an estimate.",
-                record.internal.estimated_sets as f64,
-            ),
-            (
-                "flush_duration_seconds",
-                "How long the last flush took.",
-                record.internal.flush_duration_ms / 1000.0,
-            ),
-            (
-                "last_flush_timestamp_seconds",
-                "Unix time at the end of the last interval.",
-                record.timestamp as f64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            self.internal_family(name, help, "gauge");
-            self.out.extend_from_slice(b"tallyd_");
-            self.out.extend_from_slice(name.as_bytes());
-            self.value(value);
-        }
-        self.internal_family("alerts_firing", "Series firing, per alert rule.", "gauge");
-        for (rule, severity) in &t.alert_rules {
-            let firing = record
-                .firing
-                .iter()
-                .filter(|e| &e.rule == rule && &e.severity == severity)
-                .count();
-            self.out.extend_from_slice(b"tallyd_alerts_firing{rule=\"");
-            name::push_label_value(&mut self.out, rule);
-            self.out.extend_from_slice(b"\",severity=\"");
-            name::push_label_value(&mut self.out, severity);
-            self.out.extend_from_slice(b"\"}");
-            self.value(firing as f64);
+        for family in internal_families(view) {
+            let kind = if family.counter { "counter" } else { "gauge" };
+            self.internal_family(family.name, family.help, kind);
+            for (labels, value) in &family.samples {
+                self.out.extend_from_slice(b"tallyd_");
+                self.out.extend_from_slice(family.name.as_bytes());
+                if family.counter {
+                    self.out.extend_from_slice(b"_total");
+                }
+                for (i, (key, value)) in labels.iter().enumerate() {
+                    self.out.push(if i == 0 { b'{' } else { b',' });
+                    self.out.extend_from_slice(key.as_bytes());
+                    self.out.extend_from_slice(b"=\"");
+                    name::push_label_value(&mut self.out, value);
+                    self.out.push(b'"');
+                }
+                if !labels.is_empty() {
+                    self.out.push(b'}');
+                }
+                self.value(*value);
+            }
         }
     }
 
@@ -469,6 +385,149 @@ impl Writer<'_> {
             self.out.push(b'\n');
         }
     }
+}
+
+/// One family of the agent's own figures (SPEC §7.1 `tallyd_*`): `tallyd_<name>`, and
+/// `_total` after it for a counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternalFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub counter: bool,
+    /// Each sample's labels and value.
+    pub samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+/// The agent's own figures after `view`'s flush, for every Prometheus-style output.
+pub fn internal_families(view: &View) -> Vec<InternalFamily> {
+    let t = &view.internal;
+    let record = view.record();
+    let one = |name, help, counter, value| InternalFamily {
+        name,
+        help,
+        counter,
+        samples: vec![(Vec::new(), value)],
+    };
+    let counters: [(&'static str, &'static str, f64); 12] = [
+        (
+            "packets_received",
+            "Packets (datagrams, TCP chunks) received.",
+            t.packets,
+        ),
+        ("lines_received", "StatsD lines received.", t.lines),
+        (
+            "dropped_lines",
+            "Lines dropped on the receive path.",
+            t.dropped_lines,
+        ),
+        (
+            "dropped_datagrams",
+            "Datagrams the kernel dropped at a UDP socket.",
+            t.dropped_datagrams,
+        ),
+        (
+            "dropped_series",
+            "Samples of new series refused over max_series.",
+            t.dropped_series,
+        ),
+        (
+            "dropped_events",
+            "Events and service checks over the interval's limit.",
+            t.dropped_events,
+        ),
+        (
+            "dropped_records",
+            "Records a backend had to drop.",
+            t.dropped_records,
+        ),
+        ("backend_errors", "Backend failures.", t.backend_errors),
+        (
+            "notifier_errors",
+            "Alert events a notifier could not deliver.",
+            t.notifier_errors,
+        ),
+        (
+            "config_reloads",
+            "Successful configuration reloads.",
+            t.config_reloads,
+        ),
+        (
+            "config_reload_failures",
+            "Configuration reloads refused (invalid file).",
+            t.config_reload_failures,
+        ),
+        (
+            "stream_clients_dropped",
+            "Event-stream clients disconnected for falling behind.",
+            t.stream_clients_dropped,
+        ),
+    ];
+    let mut families: Vec<InternalFamily> = counters
+        .into_iter()
+        .map(|(name, help, value)| one(name, help, true, value))
+        .collect();
+    families.push(InternalFamily {
+        name: "bad_lines",
+        help: "Lines rejected, by reason.",
+        counter: true,
+        samples: ParseError::ALL
+            .iter()
+            .map(|reason| {
+                let n = t.bad.get(reason.index()).copied().unwrap_or(0.0);
+                (vec![("reason", reason.reason().to_string())], n)
+            })
+            .collect(),
+    });
+    families.push(one(
+        "flushes",
+        "Flushes since start.",
+        true,
+        view.flushes as f64,
+    ));
+    let gauges: [(&'static str, &'static str, f64); 4] = [
+        ("series", "Live series.", record.internal.series as f64),
+        (
+            "estimated_sets",
+            "Set series whose last count is an estimate.",
+            record.internal.estimated_sets as f64,
+        ),
+        (
+            "flush_duration_seconds",
+            "How long the last flush took.",
+            record.internal.flush_duration_ms / 1000.0,
+        ),
+        (
+            "last_flush_timestamp_seconds",
+            "Unix time at the end of the last interval.",
+            record.timestamp as f64,
+        ),
+    ];
+    families.extend(
+        gauges
+            .into_iter()
+            .map(|(name, help, value)| one(name, help, false, value)),
+    );
+    families.push(InternalFamily {
+        name: "alerts_firing",
+        help: "Series firing, per alert rule.",
+        counter: false,
+        samples: t
+            .alert_rules
+            .iter()
+            .map(|(rule, severity)| {
+                let firing = record
+                    .firing
+                    .iter()
+                    .filter(|e| &e.rule == rule && &e.severity == severity)
+                    .count();
+                (
+                    vec![("rule", rule.clone()), ("severity", severity.clone())],
+                    firing as f64,
+                )
+            })
+            .collect(),
+    });
+    families
 }
 
 /// Where metric `i`'s running buckets start in `view.buckets`: the bucket counts of the

@@ -45,6 +45,10 @@ pub struct RawPrometheusConfig {
     pub timer_type: TimerType,
 }
 
+/// The `[prometheus]` section in force, shared with the outputs that read it at each flush
+/// (remote write), so a reload's new mapping reaches them without restarting them.
+pub type SharedPrometheus = Arc<std::sync::RwLock<PrometheusConfig>>;
+
 /// The validated `[prometheus]` section.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusConfig {
@@ -90,6 +94,9 @@ fn mapping_message(error: &MappingError) -> String {
     format!("mapping file: {error}")
 }
 
+/// Shared plans for OTLP's bins, by divisor (its bits) and bounds.
+type BinsPlans = Arc<std::sync::Mutex<Vec<(u64, Arc<Observe>)>>>;
+
 /// Decides, once per series, what the flusher must observe for Prometheus-style outputs
 /// beyond the record's figures: `le` buckets for histograms, quantiles a mapping asks for.
 #[derive(Debug, Clone)]
@@ -97,6 +104,13 @@ pub struct ExportPlan {
     pub prometheus: PrometheusConfig,
     /// Whether the mapping has a rule with an observer type (worked out once).
     mapping_observes: bool,
+    /// An OTLP output is configured: series with `[[aggregation.histograms]]` bins also
+    /// observe `le` counts at the bins' bounds (OTLP histograms), whatever Prometheus
+    /// exports.
+    pub otlp_bins: bool,
+    /// The plans of series with bins and the default summary, shared by every series of
+    /// the same bins and divisor (a million timers should not hold a million copies).
+    bins_plans: BinsPlans,
     /// The default buckets, shared by every series that uses them, per divisor.
     default_seconds: Arc<Observe>,
     default_plain: Arc<Observe>,
@@ -109,6 +123,7 @@ impl ExportPlan {
             Arc::new(Observe {
                 shape: Shape::Buckets(Arc::from(DEFAULT_BUCKETS)),
                 divisor,
+                raw_buckets: None,
             })
         };
         let mapping_observes = prometheus
@@ -118,6 +133,8 @@ impl ExportPlan {
         ExportPlan {
             mapping_observes,
             prometheus,
+            otlp_bins: false,
+            bins_plans: Arc::default(),
             default_seconds: default(1000.0),
             default_plain: default(1.0),
         }
@@ -126,6 +143,53 @@ impl ExportPlan {
     /// What to observe for a timer, histogram or distribution `name` whose `[[aggregation.
     /// histograms]]` bins are `bins`; `None` for the default summary.
     pub fn observe_for(
+        &self,
+        name: &str,
+        kind: MetricKind,
+        bins: Option<&Bins>,
+    ) -> Option<Arc<Observe>> {
+        let plan = self.prometheus_observe_for(name, kind, bins);
+        let Some(bins) = bins.filter(|_| self.otlp_bins) else {
+            return plan;
+        };
+        if plan
+            .as_ref()
+            .is_some_and(|p| matches!(p.shape, Shape::Buckets(_)))
+        {
+            // OTLP sends the Prometheus buckets.
+            return plan;
+        }
+        // OTLP wants a histogram from the bins where Prometheus has a summary.
+        let divisor = divisor(kind);
+        let Some(plan) = plan else {
+            // The default summary: one plan per bins and divisor.
+            let mut shared = self
+                .bins_plans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let found = shared.iter().find(|(d, plan)| {
+                *d == divisor.to_bits() && plan.raw_buckets.as_deref() == Some(bins.bounds())
+            });
+            if let Some((_, plan)) = found {
+                return Some(plan.clone());
+            }
+            let plan = Arc::new(Observe {
+                shape: Shape::Quantiles(Arc::from([])),
+                divisor,
+                raw_buckets: Some(Arc::from(bins.bounds())),
+            });
+            shared.push((divisor.to_bits(), plan.clone()));
+            return Some(plan);
+        };
+        Some(Arc::new(Observe {
+            shape: plan.shape.clone(),
+            divisor,
+            raw_buckets: Some(Arc::from(bins.bounds())),
+        }))
+    }
+
+    /// What `/metrics` and remote write need observed.
+    fn prometheus_observe_for(
         &self,
         name: &str,
         kind: MetricKind,
@@ -149,6 +213,7 @@ impl ExportPlan {
                 return Some(Arc::new(Observe {
                     shape: Shape::Buckets(buckets.into()),
                     divisor,
+                    raw_buckets: None,
                 }));
             }
             if let Some(bins) = bins {
@@ -156,6 +221,7 @@ impl ExportPlan {
                 return Some(Arc::new(Observe {
                     shape: Shape::Buckets(bounds.into()),
                     divisor,
+                    raw_buckets: None,
                 }));
             }
             Some(if divisor == 1.0 {
@@ -170,6 +236,7 @@ impl ExportPlan {
                 Some(Arc::new(Observe {
                     shape: Shape::Quantiles(quantiles.into()),
                     divisor,
+                    raw_buckets: None,
                 }))
             }
             Some(Observer::Summary { .. }) => None,
@@ -187,5 +254,35 @@ pub fn divisor(kind: MetricKind) -> f64 {
     match kind {
         MetricKind::Timer => 1000.0,
         _ => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otlp_bins_plans_are_shared_and_leave_prometheus_its_summary() {
+        let mut plan = ExportPlan::new(PrometheusConfig::default());
+        let bins = Bins::new(vec![10.0, 100.0]).expect("valid bins");
+        assert!(
+            plan.observe_for("a", MetricKind::Timer, Some(&bins))
+                .is_none()
+        );
+        plan.otlp_bins = true;
+        let a = plan
+            .observe_for("a", MetricKind::Timer, Some(&bins))
+            .expect("a plan for OTLP");
+        let b = plan
+            .observe_for("b", MetricKind::Timer, Some(&bins))
+            .expect("a plan for OTLP");
+        assert!(Arc::ptr_eq(&a, &b), "one plan for the same bins");
+        assert!(!a.shape.is_set(), "Prometheus keeps its default summary");
+        assert_eq!(a.raw_buckets.as_deref(), Some(&[10.0, 100.0][..]));
+        let h = plan
+            .observe_for("h", MetricKind::Histogram, Some(&bins))
+            .expect("a plan for OTLP");
+        assert!(!Arc::ptr_eq(&a, &h), "another divisor, another plan");
+        assert!(plan.observe_for("c", MetricKind::Timer, None).is_none());
     }
 }

@@ -17,6 +17,16 @@ pub fn push_escaped(out: &mut Vec<u8>, name: &str) {
     for_each_escaped(name, |b| out.push(b));
 }
 
+/// Appends `name` escaped to a string.
+pub fn push_escaped_str(out: &mut String, name: &str) {
+    if is_clean(name) {
+        out.push_str(name);
+        return;
+    }
+    // Only ASCII is written.
+    for_each_escaped(name, |b| out.push(char::from(b)));
+}
+
 /// `name` escaped, as a new string.
 pub fn escaped(name: &str) -> String {
     let mut out = Vec::with_capacity(name.len() + 1);

@@ -41,6 +41,18 @@ pub(super) struct SeriesMap {
     pub(super) result: Option<MapResult>,
 }
 
+/// One series' running totals since it appeared.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Running<'v> {
+    /// A counter's total; a timer's, histogram's or distribution's `_sum` (exported unit:
+    /// seconds for `ms` timers).
+    pub total: f64,
+    /// A timer's, histogram's or distribution's `_count`.
+    pub count: f64,
+    /// Running `le` counts (cumulative over the bounds, `+Inf` left out), when observed.
+    pub buckets: &'v [f64],
+}
+
 /// The exported family kind of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FamilyKind {
@@ -102,6 +114,26 @@ impl View {
     /// The record this view was built from.
     pub fn record(&self) -> &Arc<Record> {
         &self.record
+    }
+
+    /// The running totals of the record's metric `i` alone (not merged with others of the
+    /// same Prometheus name), for outputs that keep StatsD identities (OTLP).
+    pub fn running(&self, i: usize) -> Running<'_> {
+        let t = self.totals.get(i).copied().unwrap_or_default();
+        let buckets = match self.record.metrics.get(i).and_then(bucket_observation) {
+            Some(observed) => {
+                let start = self.bucket_offsets.get(i).copied().unwrap_or(0) as usize;
+                self.buckets
+                    .get(start..start + observed.values.len())
+                    .unwrap_or(&[])
+            }
+            None => &[],
+        };
+        Running {
+            total: t.a,
+            count: t.b,
+            buckets,
+        }
     }
 
     /// The view after `record`: the totals carried forward from `previous` (the view of

@@ -102,13 +102,19 @@ impl DistFigures {
     /// 0 this interval (quantiles have no values to observe).
     pub fn idle_observed(observe: Option<&Arc<Observe>>) -> DistFigures {
         let mut figures = DistFigures::idle();
-        if let Some(plan) = observe
-            && let Shape::Buckets(bounds) = &plan.shape
-        {
-            figures.observed = Some(Box::new(Observed {
-                plan: plan.clone(),
-                values: vec![0.0; bounds.len()],
-            }));
+        if let Some(plan) = observe {
+            let buckets = match &plan.shape {
+                Shape::Buckets(bounds) => bounds.len(),
+                Shape::Quantiles(_) => 0,
+            };
+            let raw = plan.raw_buckets.as_deref().map_or(0, <[f64]>::len);
+            if buckets > 0 || raw > 0 {
+                figures.observed = Some(Box::new(Observed {
+                    plan: plan.clone(),
+                    values: vec![0.0; buckets],
+                    raw_counts: vec![0.0; raw],
+                }));
+            }
         }
         figures
     }

@@ -15,6 +15,9 @@ use super::sketch::Sketch;
 pub struct Observe {
     pub shape: Shape,
     pub divisor: f64,
+    /// `le` bounds in the unit received (not divided), for OTLP histograms where the
+    /// Prometheus shape is not buckets: the series' `[[aggregation.histograms]]` bins.
+    pub raw_buckets: Option<Arc<[f64]>>,
 }
 
 /// Buckets or quantiles.
@@ -22,8 +25,16 @@ pub struct Observe {
 pub enum Shape {
     /// Strictly increasing finite bounds; `+Inf` is implied.
     Buckets(Arc<[f64]>),
-    /// Quantiles in (0, 1).
+    /// Quantiles in (0, 1); none when only `raw_buckets` are asked for (Prometheus-style
+    /// outputs then export their default summary).
     Quantiles(Arc<[f64]>),
+}
+
+impl Shape {
+    /// Quantiles a mapping asked for, or buckets: not the default summary.
+    pub fn is_set(&self) -> bool {
+        !matches!(self, Shape::Quantiles(qs) if qs.is_empty())
+    }
 }
 
 /// What was observed in one interval.
@@ -33,6 +44,8 @@ pub struct Observed {
     /// For buckets: the weighted count of values `<= bound`, one per bound (cumulative).
     /// For quantiles: the value at each quantile, in the exported unit.
     pub values: Vec<f64>,
+    /// For `raw_buckets`: the weighted count of values `<= bound`, one per bound.
+    pub raw_counts: Vec<f64>,
 }
 
 impl Observe {
@@ -41,18 +54,20 @@ impl Observe {
     /// times.
     pub(super) fn sorted(self: &Arc<Observe>, sorted: &[f64], sampled: &[(f64, f64)]) -> Observed {
         let n = sorted.len();
+        // How many values satisfy `within` (true for a prefix of the sorted values), each
+        // counted 1/rate times.
+        let count_where = |within: &dyn Fn(f64) -> bool| {
+            let extra: f64 = sampled
+                .iter()
+                .filter(|(v, _)| within(*v))
+                .map(|(_, w)| w)
+                .sum();
+            sorted.partition_point(|&v| within(v)) as f64 + extra
+        };
         let values = match &self.shape {
             Shape::Buckets(bounds) => bounds
                 .iter()
-                .map(|&le| {
-                    let within = |v: f64| v / self.divisor <= le;
-                    let extra: f64 = sampled
-                        .iter()
-                        .filter(|(v, _)| within(*v))
-                        .map(|(_, w)| w)
-                        .sum();
-                    sorted.partition_point(|&v| within(v)) as f64 + extra
-                })
+                .map(|&le| count_where(&|v| v / self.divisor <= le))
                 .collect(),
             Shape::Quantiles(qs) => qs
                 .iter()
@@ -60,9 +75,13 @@ impl Observe {
                 .map(|v| v.map_or(f64::NAN, |v| v / self.divisor))
                 .collect(),
         };
+        let raw_counts = self.raw_buckets.as_deref().map_or(Vec::new(), |bounds| {
+            bounds.iter().map(|&le| count_where(&|v| v <= le)).collect()
+        });
         Observed {
             plan: self.clone(),
             values,
+            raw_counts,
         }
     }
 
@@ -83,9 +102,17 @@ impl Observe {
                 .map(|&q| sketch.value_at(rank(q, n)) / self.divisor)
                 .collect(),
         };
+        let weight = weight(count, n);
+        let raw_counts = self.raw_buckets.as_deref().map_or(Vec::new(), |bounds| {
+            bounds
+                .iter()
+                .map(|&le| sketch.count_where(|v| v <= le) as f64 * weight)
+                .collect()
+        });
         Observed {
             plan: self.clone(),
             values,
+            raw_counts,
         }
     }
 }
@@ -107,7 +134,11 @@ mod tests {
     use super::*;
 
     fn plan(shape: Shape, divisor: f64) -> Arc<Observe> {
-        Arc::new(Observe { shape, divisor })
+        Arc::new(Observe {
+            shape,
+            divisor,
+            raw_buckets: None,
+        })
     }
 
     #[test]
@@ -131,6 +162,22 @@ mod tests {
         let p = plan(Shape::Buckets(Arc::from([0.6, 1.0])), 1.0);
         let got = p.sorted(&[0.5, 0.7, 3.0], &[(0.5, 1.0), (0.7, 3.0)]);
         assert_eq!(got.values, [2.0, 6.0]);
+    }
+
+    #[test]
+    fn raw_buckets_count_in_the_unit_received() {
+        let p = Arc::new(Observe {
+            shape: Shape::Quantiles(Arc::from([])),
+            divisor: 1000.0,
+            raw_buckets: Some(Arc::from([100.0, 250.0])),
+        });
+        // Sent at @0.5: each value counts twice (stands for one more than itself).
+        let values = [50.0, 100.0, 200.0, 300.0];
+        let sampled: Vec<(f64, f64)> = values.iter().map(|v| (*v, 1.0)).collect();
+        let got = p.sorted(&values, &sampled);
+        assert_eq!(got.raw_counts, [4.0, 6.0]);
+        assert!(got.values.is_empty());
+        assert!(!p.shape.is_set());
     }
 
     #[test]

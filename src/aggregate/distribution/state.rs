@@ -305,6 +305,7 @@ mod tests {
         let plan = Arc::new(Observe {
             shape: Shape::Buckets(Arc::from([1.0, 10.0])),
             divisor: 1.0,
+            raw_buckets: None,
         });
         let samples = [(0.5, 0.5), (5.0, 1.0), (20.0, 0.25), (0.7, 1.0)];
         // All straight into the shard's state.
