@@ -6,23 +6,24 @@
 mod env;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aggregate::distribution::{Bins, DistributionConfig, Observe, Percentile};
-use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
+use crate::aggregate::config::RawAggregation;
+pub use crate::aggregate::config::{AggregationConfig, HistogramRule};
+pub use crate::alert::config::{NotifierConfig, WebhookFormat};
+use crate::alert::config::{RawAlert, RawNotifier, validate_alerts, validate_notifiers};
+use crate::alert::rule::AlertRule;
 use crate::api::{ApiConfig, RawApiConfig};
 pub use crate::backend::config::BackendConfig;
 use crate::backend::config::BackendInvalid;
 pub use crate::backend::http::HttpConfig;
 pub use crate::backend::json_file::JsonFileConfig;
 use crate::export::{ExportPlan, PrometheusConfig, RawPrometheusConfig};
-use crate::glob::Glob;
-use crate::protocol::MetricKind;
+use crate::server::config::RawServer;
+pub use crate::server::config::ServerConfig;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -60,116 +61,6 @@ pub struct Config {
     pub api: ApiConfig,
     /// Prometheus names, mapping and timer type (`[prometheus]`).
     pub prometheus: PrometheusConfig,
-}
-
-/// A webhook notifier: each alert event is POSTed to `url`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NotifierConfig {
-    pub name: String,
-    pub url: String,
-    /// With `${VAR}` already expanded.
-    pub headers: Vec<(String, String)>,
-    pub timeout: Duration,
-    pub format: WebhookFormat,
-    /// Further attempts after a failed POST.
-    pub retries: u32,
-}
-
-/// The body a webhook receives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WebhookFormat {
-    /// The alert event object of the record's `alerts`.
-    #[default]
-    Json,
-    /// `{"text": "..."}`, which Slack incoming webhooks (and Mattermost, Rocket.Chat) accept.
-    Slack,
-}
-
-/// Listeners and the receive path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerConfig {
-    pub udp: Vec<SocketAddr>,
-    pub tcp: Vec<SocketAddr>,
-    pub unix: Vec<PathBuf>,
-    pub udp_sockets_per_address: usize,
-    pub udp_recv_buffer_bytes: usize,
-    pub udp_batch: usize,
-    /// The longest a UDP listener waits between light receives, to gather datagrams.
-    pub udp_coalesce: Duration,
-    pub max_datagram_bytes: usize,
-    pub tcp_max_line_bytes: usize,
-    /// Receive threads per UDP socket; 0 picks one per shard, and at least two when the
-    /// agent may run on two cores, with a single socket per address, else one (see
-    /// [`ServerConfig::udp_threads`]).
-    pub udp_threads_per_socket: usize,
-    /// The permission bits of the Unix socket files (0o722: anyone may send).
-    pub unix_mode: u32,
-    pub shutdown_timeout: Duration,
-}
-
-impl ServerConfig {
-    /// The receive threads each UDP socket gets when there are `shards` shards and the agent
-    /// may run on `cores` cores.
-    pub fn udp_threads(&self, shards: usize, cores: usize) -> usize {
-        match self.udp_threads_per_socket {
-            0 if self.udp_sockets_per_address > 1 => 1,
-            0 => shards.max(cores.min(2)).max(1),
-            n => n,
-        }
-    }
-}
-
-/// Shards and the arithmetic.
-#[derive(Debug, Clone)]
-pub struct AggregationConfig {
-    pub flush_interval: Duration,
-    pub shards: usize,
-    pub distribution: DistributionConfig,
-    pub gauge_deltas: bool,
-    pub series_ttl: Duration,
-    pub max_series: usize,
-    /// Distinct members a set series counts exactly in one interval; beyond, its count is
-    /// a HyperLogLog estimate.
-    pub exact_set_members: usize,
-    /// Sorted by key, keys unique.
-    pub global_tags: Vec<(String, String)>,
-    pub histograms: Vec<HistogramRule>,
-    /// What Prometheus-style outputs need observed per series; `None` when none is on.
-    pub export: Option<Arc<crate::export::ExportPlan>>,
-    /// A `statsd` output forwards the series (SPEC §7.4): set members are kept beside their
-    /// hashes, and `distribution.keep_values` keeps timer values, for it. Off, neither costs.
-    pub forward: bool,
-}
-
-impl AggregationConfig {
-    /// What the export plan observes for a new series (`None` without a plan or for
-    /// counters, gauges and sets).
-    pub fn observe_for(&self, name: &str, kind: MetricKind) -> Option<Arc<Observe>> {
-        let plan = self.export.as_ref()?;
-        plan.observe_for(name, kind, self.bins_for(name).map(|b| &**b))
-    }
-
-    /// Keeps (or stops keeping) what forwarding sends on: set members and timer values.
-    pub fn set_forward(&mut self, forward: bool) {
-        self.forward = forward;
-        self.distribution.keep_values = forward;
-    }
-
-    /// The bins of the first histogram rule whose pattern matches `name`.
-    pub fn bins_for(&self, name: &str) -> Option<&Arc<Bins>> {
-        self.histograms
-            .iter()
-            .find(|rule| rule.metric.matches(name))
-            .map(|rule| &rule.bins)
-    }
-}
-
-/// Histogram bins for the timers, histograms and distributions whose name matches.
-#[derive(Debug, Clone)]
-pub struct HistogramRule {
-    pub metric: Glob,
-    pub bins: Arc<Bins>,
 }
 
 impl Default for Config {
@@ -292,7 +183,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// A validation error with the span of the value at fault, or its key path.
-struct Invalid {
+pub(crate) struct Invalid {
     span: Option<std::ops::Range<usize>>,
     key: Vec<Key>,
     message: String,
@@ -305,7 +196,7 @@ enum Key {
 }
 
 impl Invalid {
-    fn at<T>(value: &toml::Spanned<T>, message: impl fmt::Display) -> Invalid {
+    pub(crate) fn at<T>(value: &toml::Spanned<T>, message: impl fmt::Display) -> Invalid {
         Invalid {
             span: Some(value.span()),
             key: Vec::new(),
@@ -350,143 +241,6 @@ struct RawConfig {
     prometheus: RawPrometheusConfig,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAlert {
-    name: toml::Spanned<String>,
-    metric: toml::Spanned<String>,
-    #[serde(default)]
-    tags: std::collections::BTreeMap<String, String>,
-    stat: Option<toml::Spanned<String>>,
-    op: Op,
-    threshold: Option<f64>,
-    #[serde(rename = "for", default = "one")]
-    for_flushes: toml::Spanned<u32>,
-    #[serde(default = "default_severity")]
-    severity: Severity,
-    #[serde(default)]
-    notify: Vec<toml::Spanned<String>>,
-    repeat_interval_ms: Option<u64>,
-}
-
-fn one() -> toml::Spanned<u32> {
-    toml::Spanned::new(0..0, 1)
-}
-
-fn default_severity() -> Severity {
-    Severity::Warning
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNotifier {
-    name: toml::Spanned<String>,
-    kind: NotifierKind,
-    url: toml::Spanned<String>,
-    #[serde(default)]
-    headers: std::collections::BTreeMap<String, toml::Spanned<String>>,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: toml::Spanned<u64>,
-    #[serde(default)]
-    format: WebhookFormat,
-    #[serde(default = "default_retries")]
-    retries: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum NotifierKind {
-    Webhook,
-}
-
-fn default_timeout_ms() -> toml::Spanned<u64> {
-    toml::Spanned::new(0..0, 5000)
-}
-
-fn default_retries() -> u32 {
-    3
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawServer {
-    udp: Vec<SocketAddr>,
-    tcp: Vec<SocketAddr>,
-    unix: Vec<PathBuf>,
-    udp_sockets_per_address: toml::Spanned<usize>,
-    udp_recv_buffer_bytes: usize,
-    udp_batch: toml::Spanned<usize>,
-    udp_coalesce_us: toml::Spanned<u64>,
-    max_datagram_bytes: toml::Spanned<usize>,
-    tcp_max_line_bytes: toml::Spanned<usize>,
-    udp_threads_per_socket: toml::Spanned<usize>,
-    unix_mode: toml::Spanned<u32>,
-    shutdown_timeout_ms: u64,
-}
-
-impl Default for RawServer {
-    fn default() -> RawServer {
-        RawServer {
-            udp: vec![SocketAddr::from(([127, 0, 0, 1], 8125))],
-            tcp: Vec::new(),
-            unix: Vec::new(),
-            udp_sockets_per_address: toml::Spanned::new(0..0, 1),
-            udp_recv_buffer_bytes: 8 * 1024 * 1024,
-            udp_batch: toml::Spanned::new(0..0, 256),
-            udp_coalesce_us: toml::Spanned::new(0..0, 5_000),
-            max_datagram_bytes: toml::Spanned::new(0..0, 65_535),
-            tcp_max_line_bytes: toml::Spanned::new(0..0, 65_536),
-            udp_threads_per_socket: toml::Spanned::new(0..0, 0),
-            unix_mode: toml::Spanned::new(0..0, 0o722),
-            shutdown_timeout_ms: 10_000,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAggregation {
-    flush_interval_ms: toml::Spanned<u64>,
-    shards: usize,
-    percentiles: Vec<toml::Spanned<f64>>,
-    exact_samples: toml::Spanned<usize>,
-    gauge_deltas: bool,
-    series_ttl_ms: u64,
-    max_series: toml::Spanned<usize>,
-    exact_set_members: toml::Spanned<usize>,
-    global_tags: std::collections::BTreeMap<String, toml::Spanned<String>>,
-    histograms: Vec<RawHistogram>,
-}
-
-impl Default for RawAggregation {
-    fn default() -> RawAggregation {
-        RawAggregation {
-            flush_interval_ms: toml::Spanned::new(0..0, 10_000),
-            shards: 0,
-            percentiles: [90.0, 95.0, 99.0]
-                .into_iter()
-                .map(|p| toml::Spanned::new(0..0, p))
-                .collect(),
-            exact_samples: toml::Spanned::new(0..0, 10_000),
-            gauge_deltas: true,
-            series_ttl_ms: 300_000,
-            max_series: toml::Spanned::new(0..0, 1_000_000),
-            exact_set_members: toml::Spanned::new(0..0, 100_000),
-            global_tags: Default::default(),
-            histograms: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHistogram {
-    metric: toml::Spanned<String>,
-    bins: toml::Spanned<Vec<f64>>,
-}
-
-// ---- validation: raw -> Config ----------------------------------------------------------------
-
 impl RawConfig {
     /// `base`: the config file's folder, against which relative paths in it resolve.
     fn validate(self, base: Option<&Path>) -> Result<Config, Invalid> {
@@ -521,16 +275,7 @@ impl RawConfig {
                 .any(|b: &BackendConfig| matches!(b, BackendConfig::Statsd(_))),
         );
         let notifiers = validate_notifiers(self.notifiers)?;
-        let mut alerts: Vec<AlertRule> = Vec::with_capacity(self.alerts.len());
-        for raw in self.alerts {
-            if alerts.iter().any(|rule| rule.name == *raw.name.get_ref()) {
-                return Err(Invalid::at(
-                    &raw.name,
-                    format!("alert name {:?} is used twice", raw.name.get_ref()),
-                ));
-            }
-            alerts.push(raw.validate(&aggregation, &notifiers)?);
-        }
+        let alerts = validate_alerts(self.alerts, &aggregation, &notifiers)?;
         Ok(Config {
             host: self.host.unwrap_or_else(hostname),
             server: self.server.validate()?,
@@ -544,143 +289,20 @@ impl RawConfig {
     }
 }
 
-fn validate_notifiers(raw: Vec<RawNotifier>) -> Result<Vec<NotifierConfig>, Invalid> {
-    let mut notifiers: Vec<NotifierConfig> = Vec::with_capacity(raw.len());
-    for notifier in raw {
-        let name = notifier.name.get_ref();
-        if name.is_empty() || name == "log" || notifiers.iter().any(|n| &n.name == name) {
-            return Err(Invalid::at(
-                &notifier.name,
-                format!("notifier name {name:?} must be non-empty, unique and not \"log\""),
-            ));
-        }
-        let url = notifier.url.get_ref();
-        crate::http::check_url(url).map_err(|e| Invalid::at(&notifier.url, e))?;
-        if *notifier.timeout_ms.get_ref() == 0 {
-            return Err(Invalid::at(
-                &notifier.timeout_ms,
-                "timeout_ms must be at least 1",
-            ));
-        }
-        let NotifierKind::Webhook = notifier.kind;
-        let mut headers = Vec::with_capacity(notifier.headers.len());
-        for (key, value) in notifier.headers {
-            let expanded = expand_env(value.get_ref()).map_err(|e| Invalid::at(&value, e))?;
-            crate::http::check_header(&key, &expanded).map_err(|e| Invalid::at(&value, e))?;
-            headers.push((key, expanded));
-        }
-        notifiers.push(NotifierConfig {
-            name: name.clone(),
-            url: url.clone(),
-            headers,
-            timeout: Duration::from_millis(*notifier.timeout_ms.get_ref()),
-            format: notifier.format,
-            retries: notifier.retries,
-        });
-    }
-    Ok(notifiers)
-}
+// ---- validators the sections share ------------------------------------------------------
 
-impl RawAlert {
-    fn validate(
-        self,
-        aggregation: &AggregationConfig,
-        notifiers: &[NotifierConfig],
-    ) -> Result<AlertRule, Invalid> {
-        if self.name.get_ref().trim().is_empty() {
-            return Err(Invalid::at(&self.name, "alert name must not be empty"));
-        }
-        let metric = Glob::new(self.metric.get_ref()).map_err(|e| Invalid::at(&self.metric, e))?;
-        let stat = match (&self.stat, self.op) {
-            (Some(stat), _) => {
-                if !is_known_stat(
-                    stat.get_ref(),
-                    &aggregation.distribution,
-                    &aggregation.histograms,
-                ) {
-                    return Err(Invalid::at(
-                        stat,
-                        format!(
-                            "unknown stat {:?}: use a figure of the record (count, rate, value, mean, upper_99, ...) for the configured percentiles and bins",
-                            stat.get_ref()
-                        ),
-                    ));
-                }
-                stat.get_ref().clone()
-            }
-            (None, Op::Absent) => String::new(),
-            (None, _) => {
-                return Err(Invalid::at(
-                    &self.name,
-                    "alert needs a `stat` (or op = \"absent\")",
-                ));
-            }
-        };
-        let threshold = match (self.threshold, self.op) {
-            (Some(t), _) if t.is_finite() => t,
-            (None, Op::Absent) => 0.0,
-            _ => {
-                return Err(Invalid::at(
-                    &self.name,
-                    "alert needs a finite `threshold` (or op = \"absent\")",
-                ));
-            }
-        };
-        if *self.for_flushes.get_ref() == 0 {
-            return Err(Invalid::at(&self.for_flushes, "`for` must be at least 1"));
-        }
-        let mut notify = Vec::with_capacity(self.notify.len());
-        for target in &self.notify {
-            let name = target.get_ref();
-            if name == "log" {
-                notify.push(Target::Log);
-            } else if let Some(at) = notifiers.iter().position(|n| &n.name == name) {
-                notify.push(Target::Webhook(at));
-            } else {
-                return Err(Invalid::at(
-                    target,
-                    format!(
-                        "unknown notifier {name:?}: use \"log\" or the name of a [[notifiers]] entry"
-                    ),
-                ));
-            }
-        }
-        Ok(AlertRule {
-            name: self.name.into_inner(),
-            metric,
-            tags: self.tags.into_iter().collect(),
-            stat,
-            op: self.op,
-            threshold,
-            for_flushes: self.for_flushes.into_inner(),
-            severity: self.severity,
-            notify,
-            repeat_interval: self
-                .repeat_interval_ms
-                .filter(|&ms| ms > 0)
-                .map(Duration::from_millis),
-        })
-    }
-}
-
-fn at_most(value: &toml::Spanned<usize>, key: &str, most: usize) -> Result<usize, Invalid> {
+pub(crate) fn at_most(
+    value: &toml::Spanned<usize>,
+    key: &str,
+    most: usize,
+) -> Result<usize, Invalid> {
     match *value.get_ref() {
         n if n <= most => Ok(n),
         _ => Err(Invalid::at(value, format!("{key} must be at most {most}"))),
     }
 }
 
-/// The shards on `cores` cores: half of them, rounded up. A StatsD agent shares its host
-/// with the applications that send to it. On the 2-core benchmark machine, with the load
-/// generator on the same host, one shard counted 23-24 M packed lines/s flat out and two
-/// 18-21 M: the shard state and locks passed between the cores. Receive threads, which
-/// keep counters and distributions in tables of their own, scale past the shard count
-/// (see [`ServerConfig::udp_threads`]).
-fn auto_shards(cores: usize) -> usize {
-    cores.div_ceil(2).max(1)
-}
-
-fn between(
+pub(crate) fn between(
     value: &toml::Spanned<usize>,
     key: &str,
     least: usize,
@@ -695,129 +317,10 @@ fn between(
     }
 }
 
-fn at_least_one(value: &toml::Spanned<usize>, key: &str) -> Result<usize, Invalid> {
+pub(crate) fn at_least_one(value: &toml::Spanned<usize>, key: &str) -> Result<usize, Invalid> {
     match *value.get_ref() {
         0 => Err(Invalid::at(value, format!("{key} must be at least 1"))),
         n => Ok(n),
-    }
-}
-
-/// The coalescing wait stays well under what a receive buffer can hold at high rates.
-fn coalesce(value: &toml::Spanned<u64>) -> Result<Duration, Invalid> {
-    match *value.get_ref() {
-        us @ 0..=100_000 => Ok(Duration::from_micros(us)),
-        _ => Err(Invalid::at(value, "udp_coalesce_us must be at most 100000")),
-    }
-}
-
-impl RawServer {
-    fn validate(self) -> Result<ServerConfig, Invalid> {
-        Ok(ServerConfig {
-            udp_sockets_per_address: at_least_one(
-                &self.udp_sockets_per_address,
-                "udp_sockets_per_address",
-            )?,
-            udp_batch: between(&self.udp_batch, "udp_batch", 1, 1024)?,
-            udp_coalesce: coalesce(&self.udp_coalesce_us)?,
-            max_datagram_bytes: between(&self.max_datagram_bytes, "max_datagram_bytes", 1, 65_535)?,
-            tcp_max_line_bytes: at_least_one(&self.tcp_max_line_bytes, "tcp_max_line_bytes")?,
-            udp_threads_per_socket: at_most(
-                &self.udp_threads_per_socket,
-                "udp_threads_per_socket",
-                64,
-            )?,
-            udp: self.udp,
-            tcp: self.tcp,
-            unix: self.unix,
-            udp_recv_buffer_bytes: self.udp_recv_buffer_bytes,
-            unix_mode: match *self.unix_mode.get_ref() {
-                mode @ 0..=0o777 => mode,
-                _ => {
-                    return Err(Invalid::at(
-                        &self.unix_mode,
-                        "unix_mode must be permission bits, at most 0o777",
-                    ));
-                }
-            },
-            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
-        })
-    }
-}
-
-impl RawAggregation {
-    fn validate(self) -> Result<AggregationConfig, Invalid> {
-        if *self.flush_interval_ms.get_ref() == 0 {
-            return Err(Invalid::at(
-                &self.flush_interval_ms,
-                "flush_interval_ms must be at least 1",
-            ));
-        }
-        let percentiles = self
-            .percentiles
-            .iter()
-            .map(|p| Percentile::new(*p.get_ref()).map_err(|e| Invalid::at(p, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (i, p) in self.percentiles.iter().enumerate() {
-            if self.percentiles[..i]
-                .iter()
-                .any(|q| q.get_ref() == p.get_ref())
-            {
-                return Err(Invalid::at(
-                    p,
-                    format!("percentile {} is listed twice", p.get_ref()),
-                ));
-            }
-        }
-        let mut global_tags = Vec::with_capacity(self.global_tags.len());
-        for (key, value) in self.global_tags {
-            if key.is_empty() || has_control(&key) || has_control(value.get_ref()) {
-                return Err(Invalid::at(
-                    &value,
-                    format!(
-                        "global tag {key:?}: keys must be non-empty, and neither key nor value may hold control characters"
-                    ),
-                ));
-            }
-            global_tags.push((key, value.into_inner()));
-        }
-        let histograms = self
-            .histograms
-            .into_iter()
-            .map(RawHistogram::validate)
-            .collect::<Result<Vec<_>, _>>()?;
-        let shards = match self.shards {
-            0 => auto_shards(std::thread::available_parallelism().map_or(1, |n| n.get())),
-            n => n,
-        };
-        Ok(AggregationConfig {
-            flush_interval: Duration::from_millis(*self.flush_interval_ms.get_ref()),
-            shards,
-            distribution: DistributionConfig {
-                percentiles,
-                exact_samples: at_least_one(&self.exact_samples, "exact_samples")?,
-                keep_values: false,
-            },
-            gauge_deltas: self.gauge_deltas,
-            series_ttl: Duration::from_millis(self.series_ttl_ms),
-            max_series: at_least_one(&self.max_series, "max_series")?,
-            exact_set_members: at_least_one(&self.exact_set_members, "exact_set_members")?,
-            global_tags,
-            histograms,
-            export: None,
-            forward: false,
-        })
-    }
-}
-
-impl RawHistogram {
-    fn validate(self) -> Result<HistogramRule, Invalid> {
-        let metric = Glob::new(self.metric.get_ref()).map_err(|e| Invalid::at(&self.metric, e))?;
-        let bins =
-            Bins::new(self.bins.get_ref().clone()).map_err(|e| Invalid::at(&self.bins, e))?;
-        Ok(HistogramRule {
-            metric,
-            bins: Arc::new(bins),
-        })
     }
 }
 
@@ -849,7 +352,7 @@ fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
     Ok(out)
 }
 
-fn has_control(s: &str) -> bool {
+pub(crate) fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
@@ -871,7 +374,12 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
     use super::*;
+    use crate::aggregate::config::auto_shards;
+    use crate::alert::rule::Target;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("t.toml"))

@@ -6,6 +6,7 @@
 //! serializes on a busy shard.
 
 mod batch;
+pub mod config;
 pub mod distribution;
 mod key;
 mod local;

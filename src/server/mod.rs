@@ -2,6 +2,7 @@
 //! receive thread or connection owns a [`Router`] that parses its lines and routes each
 //! sample to the shard that owns its series.
 
+pub mod config;
 mod router;
 pub mod tcp;
 pub mod udp;
