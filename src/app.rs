@@ -138,6 +138,14 @@ pub async fn start_from(
         api = Some((listener, state));
     }
 
+    // History is a backend of its own: a slow or full disk never delays the flush.
+    if let Some(history) = &config.history {
+        extra.push(Box::new(crate::history::HistoryBackend::new(
+            history.clone(),
+            telemetry.clone(),
+        )));
+    }
+
     // One HTTP client (one connection pool) for everything that posts.
     let http = HttpClient::new();
     let context = backend::BuildContext {
@@ -543,6 +551,7 @@ impl Reloader {
             notifiers: loaded.notifiers,
             api: old.api.clone(),
             prometheus: loaded.prometheus,
+            history: old.history.clone(),
         });
         Ok(())
     }
@@ -555,6 +564,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("host", old.host != new.host),
         ("[server]", old.server != new.server),
         ("[api]", old.api != new.api),
+        ("[history]", old.history != new.history),
         (
             "aggregation.flush_interval_ms",
             a.flush_interval != b.flush_interval,

@@ -18,6 +18,7 @@ use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
 use crate::api::{ApiConfig, RawApiConfig};
 use crate::export::{ExportPlan, PrometheusConfig, RawPrometheusConfig};
 use crate::glob::Glob;
+use crate::history::{HistoryConfig, RawHistoryConfig};
 use crate::protocol::MetricKind;
 
 /// A configuration that could not be loaded.
@@ -56,6 +57,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Prometheus names, mapping and timer type (`[prometheus]`).
     pub prometheus: PrometheusConfig,
+    /// The history store (`[history]`); `None` when off.
+    pub history: Option<HistoryConfig>,
 }
 
 /// A webhook notifier: each alert event is POSTed to `url`.
@@ -406,6 +409,8 @@ struct RawConfig {
     api: RawApiConfig,
     #[serde(default)]
     prometheus: RawPrometheusConfig,
+    #[serde(default)]
+    history: RawHistoryConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -642,6 +647,9 @@ impl RawConfig {
             // `/metrics` needs buckets and mapped quantiles observed at each flush.
             aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
         }
+        let history = self.history.validate(base).map_err(spanned)?;
+        // The flusher builds each interval's mergeable sketch only for the history store.
+        aggregation.distribution.history_sketch = history.is_some();
         let notifiers = validate_notifiers(self.notifiers)?;
         let mut alerts: Vec<AlertRule> = Vec::with_capacity(self.alerts.len());
         for raw in self.alerts {
@@ -662,6 +670,7 @@ impl RawConfig {
             notifiers,
             api,
             prometheus,
+            history,
         })
     }
 }
@@ -917,6 +926,7 @@ impl RawAggregation {
             distribution: DistributionConfig {
                 percentiles,
                 exact_samples: at_least_one(&self.exact_samples, "exact_samples")?,
+                history_sketch: false,
             },
             gauge_deltas: self.gauge_deltas,
             series_ttl: Duration::from_millis(self.series_ttl_ms),

@@ -10,6 +10,9 @@
 //! - [`record`]: the flush record and its JSON shape.
 //! - [`alert`]: alert rules evaluated against each record, and their notifiers.
 //! - [`export`]: what the Prometheus-style outputs share (the statsd_exporter mapping file).
+//! - [`history`]: the embedded store of every series over time (tiers of mergeable windows,
+//!   written by a backend at each flush) and the query engine `tallyd query` and the API
+//!   share.
 //! - [`backend`]: where records go: console, JSON Lines file, HTTP push, and a capture for
 //!   tests.
 //! - [`http`]: the one HTTP client the HTTP backend (and webhooks) post through.
@@ -25,6 +28,7 @@ pub mod config;
 pub mod export;
 pub mod flush;
 pub mod glob;
+pub mod history;
 pub mod http;
 pub mod protocol;
 pub mod record;

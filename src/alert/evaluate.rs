@@ -331,6 +331,7 @@ mod tests {
             distribution: Arc::new(DistributionConfig {
                 percentiles: Vec::new(),
                 exact_samples: 10,
+                history_sketch: false,
             }),
         };
         alerter.evaluate(&mut record);

@@ -163,6 +163,7 @@ mod tests {
                 Percentile::new(-10.0).unwrap(),
             ],
             exact_samples: 10,
+            history_sketch: false,
         };
         for stat in [
             "count",

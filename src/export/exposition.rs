@@ -348,7 +348,7 @@ impl Writer<'_> {
     fn internal(&mut self, view: &View) {
         let t = &view.internal;
         let record = view.record();
-        let counters: [(&str, &str, f64); 12] = [
+        let counters: [(&str, &str, f64); 13] = [
             (
                 "packets_received",
                 "Packets (datagrams, TCP chunks) received.",
@@ -400,6 +400,11 @@ impl Writer<'_> {
                 "stream_clients_dropped",
                 "Event-stream clients disconnected for falling behind.",
                 t.stream_clients_dropped,
+            ),
+            (
+                "history_errors",
+                "History store writes that failed.",
+                t.history_errors,
             ),
         ];
         for (name, help, value) in counters {

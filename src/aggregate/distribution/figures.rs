@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::logsketch::LogSketch;
 use super::observe::{Observe, Observed, Shape};
 use super::{Bins, DistributionConfig};
 
@@ -20,6 +21,8 @@ pub struct DistFigures {
     /// Buckets or quantiles an export plan asked for (SPEC §7.1); not part of the record's
     /// figures.
     pub(super) observed: Option<Box<Observed>>,
+    /// The interval's values in a mergeable sketch, when history is on.
+    pub(super) history: Option<Box<LogSketch>>,
 }
 
 /// The figures over all of the interval's values.
@@ -77,6 +80,7 @@ impl DistFigures {
             tails: Vec::new(),
             bins: None,
             observed: None,
+            history: None,
         }
     }
 
@@ -119,6 +123,38 @@ impl DistFigures {
     /// a negative one), where k > 0.
     pub fn percentile_bounds(&self) -> impl Iterator<Item = Option<f64>> + '_ {
         self.tails.iter().map(|t| t.map(|t| t.bound))
+    }
+
+    /// The lowest value, when the series got a sample.
+    pub fn lower(&self) -> Option<f64> {
+        self.summary.map(|s| s.lower)
+    }
+
+    /// The highest value, when the series got a sample.
+    pub fn upper(&self) -> Option<f64> {
+        self.summary.map(|s| s.upper)
+    }
+
+    /// The sum of the squared values; 0 for an idle series.
+    pub fn sum_squares(&self) -> f64 {
+        self.summary.map_or(0.0, |s| s.sum_squares)
+    }
+
+    /// The bins' names (`bin_<b>`, `bin_inf`) with their counts, when bins are configured.
+    pub fn bin_counts(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.bins.iter().flat_map(|b| {
+            b.bins
+                .names()
+                .iter()
+                .map(String::as_str)
+                .zip(b.counts.iter().copied())
+        })
+    }
+
+    /// The interval's mergeable sketch, built when history is on and the series got a
+    /// sample.
+    pub fn log_sketch(&self) -> Option<&LogSketch> {
+        self.history.as_deref()
     }
 
     /// The buckets or quantiles an export plan asked for.
@@ -188,6 +224,7 @@ mod tests {
                 .map(|p| Percentile::new(*p).unwrap())
                 .collect(),
             exact_samples: 10,
+            history_sketch: false,
         }
     }
 
@@ -227,6 +264,7 @@ mod tests {
                 counts: vec![1, 1],
             }),
             observed: None,
+            history: None,
         };
         let names: Vec<String> = emitted(&figures, &config(&[10.0, -99.9]))
             .into_iter()

@@ -45,6 +45,7 @@
 mod bins;
 mod exact;
 mod figures;
+mod logsketch;
 mod magnitude;
 mod observe;
 mod percentile;
@@ -56,6 +57,7 @@ mod reference_tests;
 
 pub use bins::Bins;
 pub use figures::DistFigures;
+pub use logsketch::{LogSketch, RELATIVE_ERROR as LOG_SKETCH_ERROR};
 pub use observe::{Observe, Observed, Shape};
 pub use percentile::Percentile;
 pub use state::{DistSnapshot, DistState, LocalDist};
@@ -67,4 +69,6 @@ pub struct DistributionConfig {
     pub percentiles: Vec<Percentile>,
     /// How many values a series keeps raw in an interval before it switches to the sketch.
     pub exact_samples: usize,
+    /// Build each interval's [`LogSketch`] for the history store (`[history]` is on).
+    pub history_sketch: bool,
 }

@@ -141,6 +141,7 @@ fn actual(
             .map(|p| Percentile::new(*p).unwrap())
             .collect(),
         exact_samples,
+        history_sketch: false,
     };
     let bins = bounds.map(|b| Arc::new(Bins::new(b.to_vec()).unwrap()));
     let mut state = DistState::default();

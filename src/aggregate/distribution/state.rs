@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::figures::BinCounts;
+use super::logsketch::LogSketch;
 use super::sketch::Sketch;
 use super::{Bins, DistFigures, DistributionConfig, Observe, exact};
 
@@ -193,6 +194,7 @@ impl DistSnapshot {
             mut bin_counts,
         } = self;
         let observed;
+        let mut history = None;
         let (summary, tails) = match samples {
             Samples::Exact(mut values) => {
                 values.sort_unstable_by(f64::total_cmp);
@@ -200,6 +202,9 @@ impl DistSnapshot {
                     return DistFigures::idle();
                 };
                 observed = observe.map(|plan| Box::new(plan.sorted(&values, count)));
+                if config.history_sketch {
+                    history = Some(Box::new(LogSketch::from_sorted(&values)));
+                }
                 let tails = config
                     .percentiles
                     .iter()
@@ -209,6 +214,9 @@ impl DistSnapshot {
             }
             Samples::Sketch(sketch) => {
                 observed = observe.map(|plan| Box::new(plan.sketched(&sketch, count)));
+                if config.history_sketch {
+                    history = Some(Box::new(LogSketch::from_weighted(sketch.buckets())));
+                }
                 sketch.figures(&config.percentiles)
             }
         };
@@ -226,6 +234,7 @@ impl DistSnapshot {
             tails,
             bins,
             observed,
+            history,
         }
     }
 }
@@ -242,6 +251,7 @@ mod tests {
                 .map(|p| Percentile::new(*p).unwrap())
                 .collect(),
             exact_samples,
+            history_sketch: false,
         }
     }
 
