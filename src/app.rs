@@ -127,13 +127,16 @@ pub async fn start_from(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(listen_error("http", addr))?;
-        let state = Arc::new(ApiState::new(
-            config.api.token.clone(),
-            config.prometheus.clone(),
-            telemetry.clone(),
-            config_path.is_some().then(|| reload_tx.clone()),
-            config.api.stream_queue,
-        ));
+        let state = Arc::new(
+            ApiState::new(
+                config.api.token.clone(),
+                config.prometheus.clone(),
+                telemetry.clone(),
+                config_path.is_some().then(|| reload_tx.clone()),
+                config.api.stream_queue,
+            )
+            .with_history(config.history.as_ref().map(|h| h.path.clone())),
+        );
         extra.push(Box::new(ApiFeed::new(state.clone())));
         api = Some((listener, state));
     }

@@ -1107,8 +1107,17 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
         // Not `load`: the test's environment should not override the example.
         let text = std::fs::read_to_string(&path).expect("read the example");
-        let example = Config::from_toml(&text, &path).expect("config.toml.example is valid");
+        let mut example = Config::from_toml(&text, &path).expect("config.toml.example is valid");
         let defaults = Config::default();
+        // The example turns history on (SPEC §10); the built-in defaults leave it off.
+        let history = example
+            .history
+            .take()
+            .expect("the example turns history on");
+        assert_eq!(history.path, Path::new("/var/lib/tallyd/history.db"));
+        assert_eq!(history.tiers, crate::history::default_tiers());
+        assert!(example.aggregation.distribution.history_sketch);
+        example.aggregation.distribution.history_sketch = false;
         // Every key, through the whole tree: a default changed in one place and not the
         // other shows here.
         assert_eq!(format!("{example:#?}"), format!("{defaults:#?}"));
