@@ -555,6 +555,7 @@ impl Reloader {
             api: old.api.clone(),
             prometheus: loaded.prometheus,
             history: old.history.clone(),
+            collectors: old.collectors.clone(),
         });
         Ok(())
     }
@@ -568,6 +569,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("[server]", old.server != new.server),
         ("[api]", old.api != new.api),
         ("[history]", old.history != new.history),
+        ("[collectors]", old.collectors != new.collectors),
         (
             "aggregation.flush_interval_ms",
             a.flush_interval != b.flush_interval,

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::aggregate::distribution::{Bins, DistributionConfig, Observe, Percentile};
 use crate::alert::rule::{AlertRule, Op, Severity, Target, is_known_stat};
 use crate::api::{ApiConfig, RawApiConfig};
+use crate::collector::{CollectorsConfig, RawCollectorsConfig};
 use crate::export::{ExportPlan, PrometheusConfig, RawPrometheusConfig};
 use crate::glob::Glob;
 use crate::history::{HistoryConfig, RawHistoryConfig};
@@ -59,6 +60,8 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     /// The history store (`[history]`); `None` when off.
     pub history: Option<HistoryConfig>,
+    /// Host and process figures (`[collectors]`).
+    pub collectors: CollectorsConfig,
 }
 
 /// A webhook notifier: each alert event is POSTed to `url`.
@@ -411,6 +414,8 @@ struct RawConfig {
     prometheus: RawPrometheusConfig,
     #[serde(default)]
     history: RawHistoryConfig,
+    #[serde(default)]
+    collectors: RawCollectorsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -648,6 +653,7 @@ impl RawConfig {
             aggregation.export = Some(Arc::new(ExportPlan::new(prometheus.clone())));
         }
         let history = self.history.validate(base).map_err(spanned)?;
+        let collectors = self.collectors.validate(base).map_err(spanned)?;
         // The flusher builds each interval's mergeable sketch only for the history store.
         aggregation.distribution.history_sketch = history.is_some();
         let notifiers = validate_notifiers(self.notifiers)?;
@@ -671,6 +677,7 @@ impl RawConfig {
             api,
             prometheus,
             history,
+            collectors,
         })
     }
 }
@@ -1118,6 +1125,14 @@ mod tests {
         assert_eq!(history.tiers, crate::history::default_tiers());
         assert!(example.aggregation.distribution.history_sketch);
         example.aggregation.distribution.history_sketch = false;
+        // And the host collector.
+        let host = example
+            .collectors
+            .host
+            .take()
+            .expect("the example turns the host on");
+        assert_eq!(host.disk_paths, [Path::new("/")]);
+        assert_eq!(host.interfaces, None);
         // Every key, through the whole tree: a default changed in one place and not the
         // other shows here.
         assert_eq!(format!("{example:#?}"), format!("{defaults:#?}"));

@@ -4,6 +4,8 @@
 //!   [`config::Config`].
 //! - [`protocol`]: the StatsD line grammar: bytes in, samples, events and checks out.
 //! - [`server`]: UDP, TCP and Unix listeners; each routes samples to their shard.
+//! - [`collector`]: host and process figures from `/proc`, fed into the shards as gauges at
+//!   each flush.
 //! - [`aggregate`]: shards owning the series and their interval state, folded into by the
 //!   receive threads.
 //! - [`flush`]: the interval ticker: collects snapshots, builds the [`record::Record`].
@@ -24,6 +26,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod backend;
+pub mod collector;
 pub mod config;
 pub mod export;
 pub mod flush;

@@ -425,8 +425,23 @@ impl Writer<'_> {
         self.internal_family("flushes", "Flushes since start.", "counter");
         self.out.extend_from_slice(b"tallyd_flushes_total");
         self.value(view.flushes as f64);
-        let gauges: [(&str, &str, f64); 4] = [
+        let gauges: [(&str, &str, f64); 7] = [
             ("series", "Live series.", record.internal.series as f64),
+            (
+                "rss_bytes",
+                "The agent's resident memory.",
+                record.internal.rss_bytes as f64,
+            ),
+            (
+                "cpu_seconds",
+                "CPU time the agent has used since it started.",
+                record.internal.cpu_seconds,
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since the agent started.",
+                record.internal.uptime_s,
+            ),
             (
                 "estimated_sets",
                 "Set series whose last count is an estimate.",
