@@ -8,7 +8,7 @@
 //! merged the same way (a group's p95 is the p95 of all its values); with `--agg`, each
 //! series' figure is taken, then combined across the group's series.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::Tier;
@@ -289,9 +289,40 @@ fn answer(store: &Store, query: &Query) -> Result<Answer, QueryError> {
     // Rates over a step divide by the step, or by the window where windows are longer.
     let span_s = step_s.max(tier.step_s()) as f64;
 
+    // Few series: a lookup per window start each. Many: one range of the key for all.
+    let mut found: HashMap<i64, BTreeMap<usize, (i64, Window)>> = HashMap::new();
+    let mut put = |id: i64, start: i64, w: Window| {
+        let at = ((start - first) / step_s) as usize;
+        let slot = found
+            .entry(id)
+            .or_default()
+            .entry(at)
+            .or_insert((start, Window::default()));
+        slot.0 = start;
+        slot.1.merge(&w);
+    };
+    let tier_windows = (query.to - oldest) / tier.step_s().max(1);
+    if series.len() as i64 * tier_windows <= 200_000 || series.len() <= 16 {
+        for s in &series {
+            store.windows(tier.step_ms, s.id, oldest, query.to, |start, w| {
+                put(s.id, start, w)
+            })?;
+        }
+    } else {
+        let wanted: std::collections::HashSet<i64> = series.iter().map(|s| s.id).collect();
+        store.windows_range(tier.step_ms, oldest, query.to, |id, start, w| {
+            if wanted.contains(&id) {
+                put(id, start, w);
+            }
+        })?;
+    }
+
     let mut acc = Accumulator::new(query, steps as usize);
     for s in &series {
         let Some(kind) = kind_of(&s.kind) else {
+            continue;
+        };
+        let Some(per_step) = found.remove(&s.id) else {
             continue;
         };
         let stat = match &query.stat {
@@ -305,16 +336,6 @@ fn answer(store: &Store, query: &Query) -> Result<Answer, QueryError> {
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default()
         });
-        let mut per_step: BTreeMap<usize, (i64, Window)> = BTreeMap::new();
-        store.windows(tier.step_ms, s.id, oldest, query.to, |start, w| {
-            let at = ((start - first) / step_s) as usize;
-            let slot = per_step.entry(at).or_insert((start, Window::default()));
-            slot.0 = start;
-            slot.1.merge(&w);
-        })?;
-        if per_step.is_empty() {
-            continue;
-        }
         acc.add(group, kind, &stat, span_s, per_step);
     }
     let rows = acc.rows(first, step_s);

@@ -1,6 +1,8 @@
 //! The SQLite store: one `series` table (id, name, type, tags as a JSON object), one
 //! `tiers` table (step and retention of each), and one `windows_<step_ms>` table per tier,
-//! keyed by (series, start) with `start` in Unix seconds. WAL journal: a reader sees the
+//! keyed by (start, series) with `start` in Unix seconds: a flush rewrites the current
+//! windows of every series, which this order keeps on a few contiguous pages; retention is
+//! one range delete; one series' windows are point lookups, one per window start. WAL journal: a reader sees the
 //! last committed flush while the writer goes on, and a `kill -9` loses at most the
 //! transaction in flight; the file always reopens.
 
@@ -172,7 +174,7 @@ impl Store {
                          series INTEGER NOT NULL, start INTEGER NOT NULL,
                          count REAL, n REAL, sum REAL, sum_squares REAL,
                          lower REAL, upper REAL, last REAL, sketch BLOB, bins TEXT,
-                         PRIMARY KEY (series, start)) WITHOUT ROWID;",
+                         PRIMARY KEY (start, series)) WITHOUT ROWID;",
                     windows_table(tier.step_ms)
                 ))
                 .map_err(|e| self.error(e))?;
@@ -306,7 +308,7 @@ impl Store {
     }
 
     /// Calls `f(start, window)` for each window of `series` with `from <= start < to`, in
-    /// order.
+    /// order: one lookup per window start of the tier.
     ///
     /// # Errors
     /// When the store cannot be read.
@@ -319,44 +321,72 @@ impl Store {
         mut f: impl FnMut(i64, Window),
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "SELECT start, {COLUMNS} FROM {} WHERE series = ?1 AND start >= ?2 AND start < ?3
-             ORDER BY start",
+            "SELECT start, {COLUMNS} FROM {} WHERE start = ?1 AND series = ?2",
             windows_table(step_ms)
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
-        let rows = stmt
-            .query_map(params![series, from, to], read_window)
-            .map_err(|e| self.error(e))?;
-        for row in rows {
-            let (start, window) = row.map_err(|e| self.error(e))?;
-            f(start, window);
+        let step = (step_ms / 1000).max(1) as i64;
+        let mut start = from.div_euclid(step) * step;
+        if start < from {
+            start += step;
+        }
+        if to.saturating_sub(start) / step > MAX_LOOKUPS {
+            // A range too long to look up start by start: scan it for the series.
+            return self.windows_range(step_ms, from, to, |id, at, window| {
+                if id == series {
+                    f(at, window);
+                }
+            });
+        }
+        while start < to {
+            if let Some((at, window)) = stmt
+                .query_row(params![start, series], read_window)
+                .optional()
+                .map_err(|e| self.error(e))?
+            {
+                f(at, window);
+            }
+            start += step;
         }
         Ok(())
     }
 
-    /// Deletes every window that started before `cutoff` (Unix seconds) in a tier, series
-    /// by series (each a range of the primary key), and the series left with no window.
+    /// Calls `f(series, start, window)` for every window of every series with
+    /// `from <= start < to`: one range of the key, for queries over many series.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn windows_range(
+        &self,
+        step_ms: u64,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(i64, i64, Window),
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT series, start, {COLUMNS} FROM {} WHERE start >= ?1 AND start < ?2",
+            windows_table(step_ms)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
+        let mut rows = stmt.query(params![from, to]).map_err(|e| self.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let series: i64 = row.get(0).map_err(|e| self.error(e))?;
+            let (start, window) = read_window_at(row, 1).map_err(|e| self.error(e))?;
+            f(series, start, window);
+        }
+        Ok(())
+    }
+
+    /// Deletes every window of a tier that started before `cutoff` (Unix seconds): one
+    /// range of the key.
     ///
     /// # Errors
     /// When the store cannot be written.
     pub fn expire(&mut self, step_ms: u64, cutoff: i64) -> Result<usize, StoreError> {
-        let ids: Vec<i64> = self.series()?.into_iter().map(|s| s.id).collect();
-        let tx = self.conn.transaction().map_err(sqlite(&self.path))?;
-        let mut deleted = 0;
-        {
-            let sql = format!(
-                "DELETE FROM {} WHERE series = ?1 AND start < ?2",
-                windows_table(step_ms)
-            );
-            let mut stmt = tx.prepare_cached(&sql).map_err(sqlite(&self.path))?;
-            for id in ids {
-                deleted += stmt
-                    .execute(params![id, cutoff])
-                    .map_err(sqlite(&self.path))?;
-            }
-        }
-        tx.commit().map_err(sqlite(&self.path))?;
-        Ok(deleted)
+        let sql = format!("DELETE FROM {} WHERE start < ?1", windows_table(step_ms));
+        self.conn
+            .execute(&sql, params![cutoff])
+            .map_err(|e| self.error(e))
     }
 
     /// Starts a transaction (ended by [`Store::commit`] or [`Store::rollback`]).
@@ -418,21 +448,29 @@ impl Store {
     }
 }
 
+/// The most window starts one series' read looks up one by one.
+const MAX_LOOKUPS: i64 = 1_000_000;
+
 const COLUMNS: &str = "count, n, sum, sum_squares, lower, upper, last, sketch, bins";
 
 fn read_window(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Window)> {
-    let sketch: Option<Vec<u8>> = r.get(8)?;
-    let bins: Option<String> = r.get(9)?;
+    read_window_at(r, 0)
+}
+
+/// A window from the row's columns `at` (start), `at + 1`... (as [`COLUMNS`]).
+fn read_window_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(i64, Window)> {
+    let sketch: Option<Vec<u8>> = r.get(at + 8)?;
+    let bins: Option<String> = r.get(at + 9)?;
     Ok((
-        r.get(0)?,
+        r.get(at)?,
         Window {
-            count: r.get(1)?,
-            n: r.get(2)?,
-            sum: r.get(3)?,
-            sum_squares: r.get(4)?,
-            lower: r.get(5)?,
-            upper: r.get(6)?,
-            last: r.get(7)?,
+            count: r.get(at + 1)?,
+            n: r.get(at + 2)?,
+            sum: r.get(at + 3)?,
+            sum_squares: r.get(at + 4)?,
+            lower: r.get(at + 5)?,
+            upper: r.get(at + 6)?,
+            last: r.get(at + 7)?,
             // A blob that is no sketch (written by someone else) reads as none.
             sketch: sketch.and_then(|b| LogSketch::decode(&b)),
             bins: bins.as_deref().map(decode_bins).unwrap_or_default(),

@@ -491,4 +491,33 @@ mod tests {
         assert_send_static::<DistSnapshot>();
         assert_send_static::<DistFigures>();
     }
+
+    #[test]
+    fn history_sketch_is_built_only_when_on_in_both_modes() {
+        let values: Vec<f64> = (1..=1000).map(|i| f64::from(i) * 0.37).collect();
+        for exact_samples in [10_000, 10] {
+            let mut on = config(&[95.0], exact_samples);
+            on.history_sketch = true;
+            let off = config(&[95.0], exact_samples);
+            let figures = |config: &DistributionConfig| {
+                let mut state = DistState::default();
+                for v in &values {
+                    state.add(*v, 0.5, None, config.exact_samples);
+                }
+                state.take().figures(config, None, None, 10.0)
+            };
+            assert!(figures(&off).log_sketch().is_none());
+            let with = figures(&on);
+            let sketch = with.log_sketch().expect("built when on");
+            // Raw values, not weighted by the rate.
+            assert_eq!(sketch.len(), 1000);
+            let want = values[949];
+            let p95 = Percentile::new(95.0).expect("p");
+            let got = sketch.tail(&p95, values[0], values[999]).expect("covered")[2];
+            assert!(
+                (got - want).abs() <= want * 0.01,
+                "{exact_samples}: {got} vs {want}"
+            );
+        }
+    }
 }
