@@ -100,6 +100,11 @@ impl HistoryBackend {
                 (i, *t, at_ms.div_euclid(step) * step / 1000)
             })
             .collect();
+        if self.ids.len() > 2 * record.metrics.len() + 10_000 {
+            // Series churn: forget the ids of series gone from the records (a lookup finds
+            // them again should they come back).
+            self.ids.clear();
+        }
         for metric in &record.metrics {
             let id = match self.ids.get(&metric.key) {
                 Some(id) => *id,
