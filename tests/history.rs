@@ -424,3 +424,102 @@ fn query_errors_exit_2_with_a_clear_message() {
     assert_eq!(code, 2);
     assert!(err.contains("history is off"), "{err}");
 }
+
+#[test]
+fn expired_windows_are_never_answered_and_are_deleted_and_the_tier_follows_the_range() {
+    use tallyd::backend::Backend;
+    use tallyd::history::store::{Store, encode_tags};
+    use tallyd::history::window::Window;
+    use tallyd::history::{HistoryBackend, HistoryConfig, Tier};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("history.db");
+    let tiers = vec![
+        Tier {
+            step_ms: 10_000,
+            keep_ms: 600_000,
+        },
+        Tier {
+            step_ms: 60_000,
+            keep_ms: 86_400_000,
+        },
+    ];
+    let now = now();
+    let store = Store::open_write(&path, &tiers).expect("store");
+    let id = store
+        .series_id("old.hits", "counter", &encode_tags(std::iter::empty()))
+        .expect("series");
+    let count = |c: f64| Window {
+        count: Some(c),
+        ..Window::default()
+    };
+    // An hour ago (past the 10 s tier's 10 minutes) and a minute ago, in both tiers.
+    for (step, start, c) in [
+        (10_i64, now - 3600, 5.0),
+        (10, now - 60, 1.0),
+        (60, now - 3600, 5.0),
+        (60, now - 60, 1.0),
+    ] {
+        store
+            .put(step as u64 * 1000, id, start / step * step, &count(c))
+            .expect("put");
+    }
+    drop(store);
+    let rows = |from: &str, step: Option<&str>| {
+        let params = QueryParams {
+            metric: Some("old.*".into()),
+            stat: Some("count".into()),
+            from: Some(from.into()),
+            step: step.map(String::from),
+            agg: Some("sum".into()),
+            ..QueryParams::default()
+        };
+        match run_query(&path, params) {
+            Answer::Rows {
+                tier_step_s, rows, ..
+            } => (
+                tier_step_s,
+                rows.iter().filter_map(|r| r.value).sum::<f64>(),
+            ),
+            Answer::List(_) => panic!("rows"),
+        }
+    };
+    // The last 5 minutes: the 10 s tier covers them.
+    assert_eq!(rows("-5m", None), (10, 1.0));
+    // The last 2 hours: only the minute tier keeps them, and it has both windows.
+    assert_eq!(rows("-2h", None), (60, 6.0));
+    // Asked at 10 s steps over 2 hours: still the tier that covers the range.
+    assert_eq!(rows("-2h", Some("10s")), (60, 6.0));
+
+    // The writer deletes expired windows when it starts writing.
+    let config = HistoryConfig {
+        path: path.clone(),
+        tiers,
+    };
+    let telemetry = std::sync::Arc::new(tallyd::telemetry::Telemetry::default());
+    let mut writer = HistoryBackend::new(config, telemetry);
+    let record = tallyd::record::Record {
+        timestamp: now as u64,
+        interval_ms: 10_000,
+        host: "test".into(),
+        metrics: Vec::new(),
+        events: Vec::new(),
+        alerts: Vec::new(),
+        firing: Vec::new(),
+        internal: Default::default(),
+        distribution: std::sync::Arc::new(
+            tallyd::config::Config::default().aggregation.distribution,
+        ),
+    };
+    writer.write(&record).expect("write");
+    drop(writer);
+    let store = Store::open_read(&path).expect("reopen");
+    let old = (now - 3600) / 10 * 10;
+    assert_eq!(store.get(10_000, id, old).expect("read"), None, "deleted");
+    assert!(
+        store
+            .get(60_000, id, (now - 3600) / 60 * 60)
+            .expect("read")
+            .is_some()
+    );
+}
