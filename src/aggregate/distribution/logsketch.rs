@@ -176,21 +176,26 @@ impl LogSketch {
         Some([count, sum / count, bound, sum, squares])
     }
 
-    /// The compact binary form the history store keeps: varints of the zero count, then per
-    /// side its bucket count, first index (zigzag) and index steps, and the counts.
+    /// The compact binary form the history store keeps: the zero count, then per side
+    /// whichever of two forms is shorter, all numbers varints. Sparse (tag 0): the bucket
+    /// count, then per bucket its index (the first zigzag, the rest as steps from the one
+    /// before) and count. Dense (tag 1): the first index (zigzag), the span of indices, and
+    /// a count for every index of the span (0 for an empty bucket): about one byte per
+    /// bucket where buckets are close together, as an hour of latencies fills them.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + 3 * (self.positive.len() + self.negative.len()));
         put_varint(&mut out, self.zeros);
         for side in [&self.positive, &self.negative] {
-            put_varint(&mut out, side.len() as u64);
-            let mut previous: Option<i32> = None;
-            for (i, count) in side {
-                match previous {
-                    None => put_varint(&mut out, zigzag(*i)),
-                    Some(p) => put_varint(&mut out, (i64::from(*i) - i64::from(p)) as u64),
+            let sparse = encode_sparse(side);
+            match encode_dense(side) {
+                Some(dense) if dense.len() < sparse.len() => {
+                    out.push(1);
+                    out.extend_from_slice(&dense);
                 }
-                previous = Some(*i);
-                put_varint(&mut out, *count);
+                _ => {
+                    out.push(0);
+                    out.extend_from_slice(&sparse);
+                }
             }
         }
         out
@@ -201,22 +206,13 @@ impl LogSketch {
         let zeros = get_varint(&mut bytes)?;
         let mut sides = [Vec::new(), Vec::new()];
         for side in &mut sides {
-            let len = usize::try_from(get_varint(&mut bytes)?).ok()?;
-            if len > MAX_BUCKETS {
-                return None;
-            }
-            side.reserve(len);
-            let mut previous: Option<i64> = None;
-            for _ in 0..len {
-                let raw = get_varint(&mut bytes)?;
-                let i = match previous {
-                    None => unzigzag(raw),
-                    Some(p) if raw > 0 => p.checked_add(i64::try_from(raw).ok()?)?,
-                    Some(_) => return None,
-                };
-                previous = Some(i);
-                side.push((i32::try_from(i).ok()?, get_varint(&mut bytes)?));
-            }
+            let (&tag, rest) = bytes.split_first()?;
+            bytes = rest;
+            *side = match tag {
+                0 => decode_sparse(&mut bytes)?,
+                1 => decode_dense(&mut bytes)?,
+                _ => return None,
+            };
         }
         if !bytes.is_empty() {
             return None;
@@ -242,6 +238,83 @@ impl LogSketch {
             }
         }
     }
+}
+
+fn encode_sparse(side: &[(i32, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 3 * side.len());
+    put_varint(&mut out, side.len() as u64);
+    let mut previous: Option<i32> = None;
+    for (i, count) in side {
+        match previous {
+            None => put_varint(&mut out, zigzag(*i)),
+            Some(p) => put_varint(&mut out, (i64::from(*i) - i64::from(p)) as u64),
+        }
+        previous = Some(*i);
+        put_varint(&mut out, *count);
+    }
+    out
+}
+
+/// The dense form, or `None` when the span is too wide to be worth it.
+fn encode_dense(side: &[(i32, u64)]) -> Option<Vec<u8>> {
+    let (first, last) = (side.first()?.0, side.last()?.0);
+    let span = usize::try_from(i64::from(last) - i64::from(first) + 1).ok()?;
+    if span > 4 * side.len() + 8 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(4 + span);
+    put_varint(&mut out, zigzag(first));
+    put_varint(&mut out, span as u64);
+    let mut next = first;
+    for (i, count) in side {
+        while next < *i {
+            out.push(0);
+            next += 1;
+        }
+        put_varint(&mut out, *count);
+        next = i + 1;
+    }
+    Some(out)
+}
+
+fn decode_sparse(bytes: &mut &[u8]) -> Option<Vec<(i32, u64)>> {
+    let len = usize::try_from(get_varint(bytes)?).ok()?;
+    if len > MAX_BUCKETS {
+        return None;
+    }
+    let mut side = Vec::with_capacity(len);
+    let mut previous: Option<i64> = None;
+    for _ in 0..len {
+        let raw = get_varint(bytes)?;
+        let i = match previous {
+            None => unzigzag(raw),
+            Some(p) if raw > 0 => p.checked_add(i64::try_from(raw).ok()?)?,
+            Some(_) => return None,
+        };
+        previous = Some(i);
+        side.push((i32::try_from(i).ok()?, get_varint(bytes)?));
+    }
+    Some(side)
+}
+
+fn decode_dense(bytes: &mut &[u8]) -> Option<Vec<(i32, u64)>> {
+    let first = unzigzag(get_varint(bytes)?);
+    let span = usize::try_from(get_varint(bytes)?).ok()?;
+    if span > 4 * MAX_BUCKETS + 8 {
+        return None;
+    }
+    let mut side = Vec::new();
+    for offset in 0..span {
+        let count = get_varint(bytes)?;
+        if count > 0 {
+            let i = first.checked_add(offset as i64)?;
+            side.push((i32::try_from(i).ok()?, count));
+        }
+    }
+    if side.len() > MAX_BUCKETS {
+        return None;
+    }
+    Some(side)
 }
 
 fn index(magnitude: f64, ln_gamma: f64) -> i32 {
@@ -417,6 +490,24 @@ mod tests {
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert_eq!(LogSketch::decode(&trailing), None);
+    }
+
+    #[test]
+    fn close_buckets_take_the_dense_form_and_round_trip() {
+        let values: Vec<f64> = (0..3600)
+            .map(|i| 40.0 + f64::from(i % 600) / 10.0)
+            .collect();
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let sketch = LogSketch::from_sorted(&sorted);
+        let bytes = sketch.encode();
+        assert_eq!(bytes[1], 1, "dense");
+        assert!(
+            bytes.len() < 2 * sketch.positive.len(),
+            "{} bytes",
+            bytes.len()
+        );
+        assert_eq!(LogSketch::decode(&bytes), Some(sketch));
     }
 
     #[test]
