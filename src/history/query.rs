@@ -293,13 +293,16 @@ fn answer(store: &Store, query: &Query) -> Result<Answer, QueryError> {
     let mut found: HashMap<i64, BTreeMap<usize, (i64, Window)>> = HashMap::new();
     let mut put = |id: i64, start: i64, w: Window| {
         let at = ((start - first) / step_s) as usize;
-        let slot = found
-            .entry(id)
-            .or_default()
-            .entry(at)
-            .or_insert((start, Window::default()));
-        slot.0 = start;
-        slot.1.merge(&w);
+        match found.entry(id).or_default().entry(at) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((start, w));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                slot.0 = start;
+                slot.1.merge(&w);
+            }
+        }
     };
     let tier_windows = (query.to - oldest) / tier.step_s().max(1);
     if series.len() as i64 * tier_windows <= 200_000 || series.len() <= 16 {

@@ -2,9 +2,9 @@
 //! `tiers` table (step and retention of each), and one `windows_<step_ms>` table per tier,
 //! keyed by (start, series) with `start` in Unix seconds: a flush rewrites the current
 //! windows of every series, which this order keeps on a few contiguous pages; retention is
-//! one range delete; one series' windows are point lookups, one per window start. WAL journal: a reader sees the
-//! last committed flush while the writer goes on, and a `kill -9` loses at most the
-//! transaction in flight; the file always reopens.
+//! one range delete; one series' windows are point lookups, one per window start. WAL
+//! journal: a reader sees the last committed flush while the writer goes on, and a
+//! `kill -9` loses at most the transaction in flight; the file always reopens.
 
 use std::path::{Path, PathBuf};
 

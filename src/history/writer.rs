@@ -86,10 +86,9 @@ impl HistoryBackend {
 
     /// Folds a record into the open windows (in memory: never fails).
     fn fold(&mut self, record: &Record, store: &Store) -> Result<(), StoreError> {
-        // The interval's middle decides its window: ticks are not aligned to the clock.
-        let at_ms = (record.timestamp as i64)
-            .saturating_mul(1000)
-            .saturating_sub(record.interval_ms as i64 / 2);
+        // The record's timestamp (the end of its interval) decides its window, as it does
+        // a point's in Graphite or Prometheus: history agrees with every other output.
+        let at_ms = (record.timestamp as i64).saturating_mul(1000);
         let tiers: Vec<(usize, Tier, i64)> = self
             .config
             .tiers

@@ -342,31 +342,46 @@ fn merge_side(mine: &mut Vec<(i32, u64)>, other: &[(i32, u64)]) {
         }
         return;
     }
-    let mut merged = Vec::with_capacity(mine.len() + other.len());
-    let (mut a, mut b) = (0, 0);
-    while a < mine.len() || b < other.len() {
-        match (mine.get(a), other.get(b)) {
-            (Some(x), Some(y)) if x.0 == y.0 => {
-                merged.push((x.0, x.1.saturating_add(y.1)));
+    // The union's length first, then a merge from the back in place: no new vector once
+    // `mine` has grown to a window's size.
+    let (mut a, mut b, mut union) = (0, 0, 0);
+    while a < mine.len() && b < other.len() {
+        match mine[a].0.cmp(&other[b].0) {
+            std::cmp::Ordering::Less => a += 1,
+            std::cmp::Ordering::Greater => b += 1,
+            std::cmp::Ordering::Equal => {
                 a += 1;
                 b += 1;
             }
-            (Some(x), Some(y)) if x.0 < y.0 => {
-                merged.push(*x);
-                a += 1;
+        }
+        union += 1;
+    }
+    union += (mine.len() - a) + (other.len() - b);
+    let (mut a, mut b) = (mine.len(), other.len());
+    mine.resize(union, (0, 0));
+    for slot in (0..union).rev() {
+        let next = match (a.checked_sub(1), b.checked_sub(1)) {
+            (Some(x), Some(y)) if mine[x].0 == other[y].0 => {
+                a = x;
+                b = y;
+                (mine[x].0, mine[x].1.saturating_add(other[y].1))
+            }
+            (Some(x), Some(y)) if mine[x].0 > other[y].0 => {
+                a = x;
+                mine[x]
             }
             (Some(x), None) => {
-                merged.push(*x);
-                a += 1;
+                a = x;
+                mine[x]
             }
             (_, Some(y)) => {
-                merged.push(*y);
-                b += 1;
+                b = y;
+                other[y]
             }
             (None, None) => break,
-        }
+        };
+        mine[slot] = next;
     }
-    *mine = merged;
 }
 
 /// Σv and Σv² over the first `k` values the buckets yield.
