@@ -151,7 +151,8 @@ fn simulate(path: &Path, counters: usize, timers: usize, flushes: usize) -> Upke
             });
         }
         let record = Record {
-            timestamp: (start + 10 * (flush as i64 + 1)) as u64,
+            // Each window gets whole flushes: 360 of them fill exactly one hour window.
+            timestamp: (start + 10 * flush as i64) as u64,
             interval_ms: 10_000,
             host: "bench".into(),
             metrics,

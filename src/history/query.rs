@@ -313,10 +313,9 @@ fn answer(store: &Store, query: &Query) -> Result<Answer, QueryError> {
         }
     } else {
         let wanted: std::collections::HashSet<i64> = series.iter().map(|s| s.id).collect();
-        store.windows_range(tier.step_ms, oldest, query.to, |id, start, w| {
-            if wanted.contains(&id) {
-                put(id, start, w);
-            }
+        let keep = |id: i64| wanted.contains(&id);
+        store.windows_range(tier.step_ms, oldest, query.to, keep, |id, start, w| {
+            put(id, start, w)
         })?;
     }
 

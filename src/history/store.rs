@@ -332,11 +332,13 @@ impl Store {
         }
         if to.saturating_sub(start) / step > MAX_LOOKUPS {
             // A range too long to look up start by start: scan it for the series.
-            return self.windows_range(step_ms, from, to, |id, at, window| {
-                if id == series {
-                    f(at, window);
-                }
-            });
+            return self.windows_range(
+                step_ms,
+                from,
+                to,
+                |id| id == series,
+                |_, at, window| f(at, window),
+            );
         }
         while start < to {
             if let Some((at, window)) = stmt
@@ -351,8 +353,9 @@ impl Store {
         Ok(())
     }
 
-    /// Calls `f(series, start, window)` for every window of every series with
-    /// `from <= start < to`: one range of the key, for queries over many series.
+    /// Calls `f(series, start, window)` for every window with `from <= start < to` of
+    /// every series `keep` accepts (others are not decoded): one range of the key, for
+    /// queries over many series.
     ///
     /// # Errors
     /// When the store cannot be read.
@@ -361,6 +364,7 @@ impl Store {
         step_ms: u64,
         from: i64,
         to: i64,
+        keep: impl Fn(i64) -> bool,
         mut f: impl FnMut(i64, i64, Window),
     ) -> Result<(), StoreError> {
         let sql = format!(
@@ -371,6 +375,9 @@ impl Store {
         let mut rows = stmt.query(params![from, to]).map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
             let series: i64 = row.get(0).map_err(|e| self.error(e))?;
+            if !keep(series) {
+                continue;
+            }
             let (start, window) = read_window_at(row, 1).map_err(|e| self.error(e))?;
             f(series, start, window);
         }
