@@ -119,7 +119,6 @@ impl HistoryBackend {
                 }
             };
             let part = Window::from_figures(&metric.figures);
-            let active = metric.active();
             for &(tier, t, start) in &tiers {
                 let open = match self.open.entry((tier, id)) {
                     std::collections::hash_map::Entry::Occupied(mut e) => {
@@ -152,7 +151,9 @@ impl HistoryBackend {
                     }
                 }
                 open.window.merge(&part);
-                open.dirty |= active;
+                // Idle series too: a set's or gauge's idle interval still counts in its
+                // window (the mean over intervals, the flushes seen).
+                open.dirty = true;
             }
         }
         let current: Vec<i64> = tiers.iter().map(|(_, _, start)| *start).collect();
