@@ -525,3 +525,45 @@ fn expired_windows_are_never_answered_and_are_deleted_and_the_tier_follows_the_r
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_give_that_many_rows_in_every_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("history.db");
+    let agent = common::start(&(common::base("") + &history_toml(&store))).await;
+    agent.send(&["pts:4|c|#region:eu"]);
+    agent.wait_lines(1).await;
+    agent.flush().await;
+    agent.finish().await;
+    let store = store.display().to_string();
+    let base = [
+        "--path",
+        store.as_str(),
+        "--metric",
+        "pts",
+        "--from",
+        "-2h",
+        "--points",
+        "6",
+    ];
+    let run = |format: &str| {
+        let mut args = base.to_vec();
+        args.extend(["--format", format]);
+        let (code, out, err) = cli(&args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let json: Value = serde_json::from_str(&run("json")).expect("json");
+    let rows = json.as_array().expect("array");
+    assert_eq!(rows.len(), 6, "{json}");
+    assert_eq!(
+        rows.iter().filter_map(|r| r["value"].as_f64()).sum::<f64>(),
+        4.0
+    );
+    let csv = run("csv");
+    assert_eq!(csv.lines().count(), 7, "a header and six rows: {csv}");
+    assert!(csv.starts_with("time,value\n"));
+    let table = run("table");
+    assert!(table.starts_with("TIME"), "{table}");
+    assert_eq!(table.lines().count(), 7);
+}

@@ -2,7 +2,8 @@
 //! ([`QueryParams`]), validated once into a [`Query`], answered from a read-only store in
 //! one read transaction (a consistent view while the agent writes).
 //!
-//! Steps are aligned to multiples of the step since the Unix epoch. Each series' windows
+//! `--step` steps are aligned to multiples of the step since the Unix epoch, `--points N`
+//! steps start at `from` (so there are N). Each series' windows
 //! that start in a step are merged (exactly: sums, extremes, the last value, the sketch),
 //! and the figure is read from the merged state. Without `--agg`, the series of a group are
 //! merged the same way (a group's p95 is the p95 of all its values); with `--agg`, each
@@ -278,21 +279,28 @@ fn answer(store: &Store, query: &Query) -> Result<Answer, QueryError> {
         return Err(QueryError::Invalid("the store has no tiers".into()));
     };
     let step_s = asked.unwrap_or(tier.step_s()).max(1);
-    let first = query.from.div_euclid(step_s) * step_s;
+    // `--step` aligns steps to multiples of the step since the epoch (5-minute steps start
+    // at :00, :05, ...); `--points N` starts at `from`, so there are N of them.
+    let first = match query.step {
+        StepChoice::Points(_) => query.from,
+        _ => query.from.div_euclid(step_s) * step_s,
+    };
     let steps = (query.to - first + step_s - 1) / step_s;
     if steps > MAX_STEPS {
         return Err(QueryError::Invalid(format!(
             "{steps} steps: at most {MAX_STEPS}; use a longer step or fewer points"
         )));
     }
-    let oldest = first.max(query.now.saturating_sub(tier.keep_s()));
+    // A window that began before the first step but reaches into it counts in the first
+    // step (windows longer than the step, or not aligned to it); none past retention.
+    let oldest = (first - tier.step_s() + 1).max(query.now.saturating_sub(tier.keep_s()));
     // Rates over a step divide by the step, or by the window where windows are longer.
     let span_s = step_s.max(tier.step_s()) as f64;
 
     // Few series: a lookup per window start each. Many: one range of the key for all.
     let mut found: HashMap<i64, BTreeMap<usize, (i64, Window)>> = HashMap::new();
     let mut put = |id: i64, start: i64, w: Window| {
-        let at = ((start - first) / step_s) as usize;
+        let at = ((start - first).max(0) / step_s) as usize;
         match found.entry(id).or_default().entry(at) {
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert((start, w));
