@@ -135,15 +135,26 @@ pub async fn start_from(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(listen_error("http", addr))?;
-        let state = Arc::new(ApiState::new(
-            config.api.token.clone(),
-            config.prometheus.clone(),
-            telemetry.clone(),
-            config_path.is_some().then(|| reload_tx.clone()),
-            config.api.stream_queue,
-        ));
+        let state = Arc::new(
+            ApiState::new(
+                config.api.token.clone(),
+                config.prometheus.clone(),
+                telemetry.clone(),
+                config_path.is_some().then(|| reload_tx.clone()),
+                config.api.stream_queue,
+            )
+            .with_history(config.history.as_ref().map(|h| h.path.clone())),
+        );
         extra.push(Box::new(ApiFeed::new(state.clone())));
         api = Some((listener, state));
+    }
+
+    // History is a backend of its own: a slow or full disk never delays the flush.
+    if let Some(history) = &config.history {
+        extra.push(Box::new(crate::history::HistoryBackend::new(
+            history.clone(),
+            telemetry.clone(),
+        )));
     }
 
     // One HTTP client (one connection pool) for everything that posts.
@@ -566,6 +577,8 @@ impl Reloader {
             notifiers: loaded.notifiers,
             api: old.api.clone(),
             prometheus: loaded.prometheus,
+            history: old.history.clone(),
+            collectors: old.collectors.clone(),
         });
         Ok(())
     }
@@ -578,6 +591,8 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("host", old.host != new.host),
         ("[server]", old.server != new.server),
         ("[api]", old.api != new.api),
+        ("[history]", old.history != new.history),
+        ("[collectors]", old.collectors != new.collectors),
         (
             "aggregation.flush_interval_ms",
             a.flush_interval != b.flush_interval,

@@ -21,7 +21,9 @@ pub use crate::backend::config::BackendConfig;
 use crate::backend::config::BackendInvalid;
 pub use crate::backend::http::HttpConfig;
 pub use crate::backend::json_file::JsonFileConfig;
+use crate::collector::{CollectorsConfig, RawCollectorsConfig};
 use crate::export::{ExportPlan, PrometheusConfig, RawPrometheusConfig};
+use crate::history::{HistoryConfig, RawHistoryConfig};
 use crate::server::config::RawServer;
 pub use crate::server::config::ServerConfig;
 
@@ -61,6 +63,10 @@ pub struct Config {
     pub api: ApiConfig,
     /// Prometheus names, mapping and timer type (`[prometheus]`).
     pub prometheus: PrometheusConfig,
+    /// The history store (`[history]`); `None` when off.
+    pub history: Option<HistoryConfig>,
+    /// Host and process figures (`[collectors]`).
+    pub collectors: CollectorsConfig,
 }
 
 impl Default for Config {
@@ -239,6 +245,10 @@ struct RawConfig {
     api: RawApiConfig,
     #[serde(default)]
     prometheus: RawPrometheusConfig,
+    #[serde(default)]
+    history: RawHistoryConfig,
+    #[serde(default)]
+    collectors: RawCollectorsConfig,
 }
 
 impl RawConfig {
@@ -274,6 +284,10 @@ impl RawConfig {
                 .iter()
                 .any(|b: &BackendConfig| matches!(b, BackendConfig::Statsd(_))),
         );
+        let history = self.history.validate(base).map_err(spanned)?;
+        let collectors = self.collectors.validate(base).map_err(spanned)?;
+        // The flusher builds each interval's mergeable sketch only for the history store.
+        aggregation.distribution.history_sketch = history.is_some();
         let notifiers = validate_notifiers(self.notifiers)?;
         let alerts = validate_alerts(self.alerts, &aggregation, &notifiers)?;
         Ok(Config {
@@ -285,6 +299,8 @@ impl RawConfig {
             notifiers,
             api,
             prometheus,
+            history,
+            collectors,
         })
     }
 }
@@ -413,8 +429,25 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
         // Not `load`: the test's environment should not override the example.
         let text = std::fs::read_to_string(&path).expect("read the example");
-        let example = Config::from_toml(&text, &path).expect("config.toml.example is valid");
+        let mut example = Config::from_toml(&text, &path).expect("config.toml.example is valid");
         let defaults = Config::default();
+        // The example turns history on (SPEC §10); the built-in defaults leave it off.
+        let history = example
+            .history
+            .take()
+            .expect("the example turns history on");
+        assert_eq!(history.path, Path::new("/var/lib/tallyd/history.db"));
+        assert_eq!(history.tiers, crate::history::default_tiers());
+        assert!(example.aggregation.distribution.history_sketch);
+        example.aggregation.distribution.history_sketch = false;
+        // And the host collector.
+        let host = example
+            .collectors
+            .host
+            .take()
+            .expect("the example turns the host on");
+        assert_eq!(host.disk_paths, [Path::new("/")]);
+        assert_eq!(host.interfaces, None);
         // Every key, through the whole tree: a default changed in one place and not the
         // other shows here.
         assert_eq!(format!("{example:#?}"), format!("{defaults:#?}"));

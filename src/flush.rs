@@ -12,6 +12,7 @@ use crate::aggregate::distribution::{DistFigures, DistributionConfig};
 use crate::aggregate::{LocalHandle, RawData, RawMetric, SeriesKey, ShardHandle, ShardSnapshot};
 use crate::alert::Alerter;
 use crate::backend::BackendHandle;
+use crate::collector::{Collectors, procfs};
 use crate::config::{AggregationConfig, BackendConfig, Config};
 use crate::record::{Figures, Metric, Record};
 use crate::server::udp::KernelDrops;
@@ -76,6 +77,10 @@ pub struct Flusher {
     distribution: Arc<DistributionConfig>,
     alerter: Option<Alerter>,
     kernel_drops: Vec<KernelDrops>,
+    /// Host and process collectors, read at the start of each flush.
+    collectors: Option<Collectors>,
+    /// When the agent started, for `internal.uptime_s`.
+    started: Instant,
 }
 
 impl Flusher {
@@ -88,6 +93,8 @@ impl Flusher {
         telemetry: Arc<Telemetry>,
     ) -> Flusher {
         let distribution = Arc::new(config.aggregation.distribution.clone());
+        let collectors = (!config.collectors.is_empty())
+            .then(|| Collectors::new(&config.collectors, &config.aggregation.global_tags));
         Flusher {
             config,
             shards,
@@ -98,6 +105,8 @@ impl Flusher {
             distribution,
             alerter: Some(alerter),
             kernel_drops: Vec::new(),
+            collectors,
+            started: Instant::now(),
         }
     }
 
@@ -186,6 +195,10 @@ impl Flusher {
     /// until the deadline instead of skipping the record.
     fn flush(&mut self, last: Option<Instant>) {
         let started = Instant::now();
+        if let Some(collectors) = self.collectors.as_mut() {
+            // Ordinary gauge samples, folded in before the interval ends.
+            collectors.feed(&self.shards);
+        }
         let snapshots = self.collect();
         let mut record = self.build(snapshots);
         if let Some(alerter) = self.alerter.as_mut() {
@@ -194,6 +207,10 @@ impl Flusher {
         record.internal = self.telemetry.take_interval();
         record.internal.dropped_datagrams =
             self.kernel_drops.iter_mut().map(KernelDrops::take).sum();
+        let (rss_bytes, cpu_seconds) = procfs::own_usage();
+        record.internal.rss_bytes = rss_bytes;
+        record.internal.cpu_seconds = cpu_seconds;
+        record.internal.uptime_s = self.started.elapsed().as_secs_f64();
         record.internal.flush_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let record = Arc::new(record);
         for (_, backend) in &self.backends {

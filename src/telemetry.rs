@@ -25,6 +25,7 @@ pub struct Telemetry {
     config_reloads: AtomicU64,
     config_reload_failures: AtomicU64,
     stream_clients_dropped: AtomicU64,
+    history_errors: AtomicU64,
     /// Live series across all shards; shards use it to enforce `max_series`.
     series: AtomicU64,
     /// Series the receive threads' local tables took in this interval, not yet in a shard:
@@ -81,8 +82,17 @@ pub struct Internal {
     pub config_reload_failures: u64,
     /// `/api/v1/stream` clients disconnected because they fell behind.
     pub stream_clients_dropped: u64,
+    /// History store writes that failed (a full disk, an unwritable store); the flush and
+    /// the other backends go on.
+    pub history_errors: u64,
     pub series: u64,
     pub flush_duration_ms: f64,
+    /// The agent's resident memory (from `/proc/self/statm`), 0 where unreadable.
+    pub rss_bytes: u64,
+    /// CPU time (user + system) the agent has used since it started.
+    pub cpu_seconds: f64,
+    /// Seconds since the agent started.
+    pub uptime_s: f64,
 }
 
 fn serialize_bad_lines<S: serde::Serializer>(
@@ -199,6 +209,11 @@ impl Telemetry {
         self.stream_clients_dropped.fetch_add(1, Relaxed);
     }
 
+    /// Counts a failed history store write.
+    pub fn history_error(&self) {
+        self.history_errors.fetch_add(1, Relaxed);
+    }
+
     /// Counts a backend failure.
     pub fn backend_error(&self) {
         self.backend_errors.fetch_add(1, Relaxed);
@@ -235,8 +250,12 @@ impl Telemetry {
             config_reloads: self.config_reloads.swap(0, Relaxed),
             config_reload_failures: self.config_reload_failures.swap(0, Relaxed),
             stream_clients_dropped: self.stream_clients_dropped.swap(0, Relaxed),
+            history_errors: self.history_errors.swap(0, Relaxed),
             series: self.series.load(Relaxed),
             flush_duration_ms: 0.0,
+            rss_bytes: 0,
+            cpu_seconds: 0.0,
+            uptime_s: 0.0,
         }
     }
 }

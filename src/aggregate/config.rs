@@ -169,6 +169,7 @@ impl RawAggregation {
                 percentiles,
                 exact_samples: at_least_one(&self.exact_samples, "exact_samples")?,
                 keep_values: false,
+                history_sketch: false,
             },
             gauge_deltas: self.gauge_deltas,
             series_ttl: Duration::from_millis(self.series_ttl_ms),

@@ -333,6 +333,7 @@ mod tests {
                 percentiles: Vec::new(),
                 exact_samples: 10,
                 keep_values: false,
+                history_sketch: false,
             }),
         };
         alerter.evaluate(&mut record);

@@ -164,6 +164,7 @@ mod tests {
             ],
             exact_samples: 10,
             keep_values: false,
+            history_sketch: false,
         };
         for stat in [
             "count",

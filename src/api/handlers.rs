@@ -17,6 +17,8 @@ use super::state::ApiState;
 use super::stream;
 use crate::export::exposition::{self, Format};
 use crate::glob::Glob;
+use crate::history::store::StoreError;
+use crate::history::{self, QueryError, output};
 use crate::protocol::MetricKind;
 use crate::record::{Filtered, Metric};
 
@@ -32,6 +34,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/latest", get(latest))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/stream", get(stream::stream))
+        .route("/api/v1/query", get(query))
         .route("/-/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
@@ -254,6 +257,83 @@ async fn reload(State(state): State<Arc<ApiState>>) -> Response {
         Ok(()) => json_bytes(br#"{"status":"reloaded"}"#.to_vec()),
         Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
+}
+
+/// History (SPEC §9): the parameters of `tallyd query`, answered by the same engine from
+/// the store, read-only, on a blocking thread.
+async fn query(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let (params, format) = match query_params(request.uri().query()) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(path) = state.history.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "history is off: set [history] path in the config",
+        );
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let query = match params.validate(now) {
+        Ok(query) => query,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let answer = tokio::task::spawn_blocking(move || history::query::run(&path, &query)).await;
+    match answer {
+        Ok(Ok(answer)) => {
+            let (content_type, body) = match format {
+                output::Format::Json => ("application/json", output::render(&answer, format)),
+                output::Format::Csv => ("text/csv; charset=utf-8", output::render(&answer, format)),
+                output::Format::Table => {
+                    ("text/plain; charset=utf-8", output::render(&answer, format))
+                }
+            };
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Ok(Err(QueryError::Invalid(message))) => error(StatusCode::BAD_REQUEST, message),
+        Ok(Err(QueryError::Store(e @ StoreError::Invalid { .. }))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the query failed"),
+    }
+}
+
+/// `metric`, `tag` (repeatable, `KEY=VALUE` or `KEY:VALUE`), `stat`, `from`, `to`, `step`,
+/// `points`, `agg`, `group_by`, `format` (json by default) and `list`.
+fn query_params(query: Option<&str>) -> Result<(history::QueryParams, output::Format), String> {
+    let mut params = history::QueryParams::default();
+    let mut format = output::Format::Json;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let value = value.into_owned();
+        match &*key {
+            "metric" => params.metric = Some(value),
+            "tag" => params.tags.push(value),
+            "stat" => params.stat = Some(value),
+            "from" => params.from = Some(value),
+            "to" => params.to = Some(value),
+            "step" => params.step = Some(value),
+            "points" => params.points = Some(value),
+            "agg" => params.agg = Some(value),
+            "group_by" | "group-by" => params.group_by = Some(value),
+            "format" => format = output::Format::parse(&value)?,
+            "list" => {
+                params.list = match value.as_str() {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(format!("list {value:?}: use true or false")),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}: use metric, tag, stat, from, to, step, points, \
+                     agg, group_by, format or list"
+                ));
+            }
+        }
+    }
+    Ok((params, format))
 }
 
 fn json_bytes(body: Vec<u8>) -> Response {

@@ -36,6 +36,8 @@ pub struct ApiState {
     reload_tx: Option<mpsc::Sender<ReloadRequest>>,
     /// Items a stream client may fall behind by before it is disconnected.
     pub(super) stream_queue: usize,
+    /// The history store `/api/v1/query` reads (read-only); `None` when history is off.
+    pub(super) history: Option<std::path::PathBuf>,
 }
 
 impl ApiState {
@@ -58,7 +60,15 @@ impl ApiState {
             telemetry,
             reload_tx,
             stream_queue,
+            history: None,
         }
+    }
+
+    /// Answers `/api/v1/query` from the history store at `path`.
+    #[must_use]
+    pub fn with_history(mut self, path: Option<std::path::PathBuf>) -> ApiState {
+        self.history = path;
+        self
     }
 
     /// The last flush's view, `None` before the first flush.

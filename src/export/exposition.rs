@@ -408,7 +408,7 @@ pub fn internal_families(view: &View) -> Vec<InternalFamily> {
         counter,
         samples: vec![(Vec::new(), value)],
     };
-    let counters: [(&'static str, &'static str, f64); 12] = [
+    let counters: [(&'static str, &'static str, f64); 13] = [
         (
             "packets_received",
             "Packets (datagrams, TCP chunks) received.",
@@ -461,6 +461,11 @@ pub fn internal_families(view: &View) -> Vec<InternalFamily> {
             "Event-stream clients disconnected for falling behind.",
             t.stream_clients_dropped,
         ),
+        (
+            "history_errors",
+            "History store writes that failed.",
+            t.history_errors,
+        ),
     ];
     let mut families: Vec<InternalFamily> = counters
         .into_iter()
@@ -484,8 +489,23 @@ pub fn internal_families(view: &View) -> Vec<InternalFamily> {
         true,
         view.flushes as f64,
     ));
-    let gauges: [(&'static str, &'static str, f64); 4] = [
+    let gauges: [(&'static str, &'static str, f64); 7] = [
         ("series", "Live series.", record.internal.series as f64),
+        (
+            "rss_bytes",
+            "The agent's resident memory.",
+            record.internal.rss_bytes as f64,
+        ),
+        (
+            "cpu_seconds",
+            "CPU time the agent has used since it started.",
+            record.internal.cpu_seconds,
+        ),
+        (
+            "uptime_seconds",
+            "Seconds since the agent started.",
+            record.internal.uptime_s,
+        ),
         (
             "estimated_sets",
             "Set series whose last count is an estimate.",

@@ -101,6 +101,7 @@ pub(super) struct InternalTotals {
     pub(super) config_reloads: f64,
     pub(super) config_reload_failures: f64,
     pub(super) stream_clients_dropped: f64,
+    pub(super) history_errors: f64,
     /// Every (rule, severity) that has fired since start, so a rule back to 0 shows 0.
     pub(super) alert_rules: Vec<(String, String)>,
 }
@@ -430,6 +431,7 @@ impl InternalTotals {
         self.config_reloads += i.config_reloads as f64;
         self.config_reload_failures += i.config_reload_failures as f64;
         self.stream_clients_dropped += i.stream_clients_dropped as f64;
+        self.history_errors += i.history_errors as f64;
         for event in &record.firing {
             let pair = (event.rule.clone(), event.severity.clone());
             if !self.alert_rules.contains(&pair) {

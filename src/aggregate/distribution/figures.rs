@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::logsketch::LogSketch;
 use super::observe::{Observe, Observed, Shape};
 use super::{Bins, DistributionConfig};
 
@@ -26,6 +27,8 @@ pub struct DistFigures {
     /// The interval's values, for a `statsd` output to forward (only with
     /// `DistributionConfig::keep_values`).
     pub(super) values: Option<Box<Values>>,
+    /// The interval's values in a mergeable sketch, when history is on.
+    pub(super) history: Option<Box<LogSketch>>,
 }
 
 /// One interval's values as forwarding sends them on (SPEC §7.4).
@@ -95,6 +98,7 @@ impl DistFigures {
             observed: None,
             weighted_sum: 0.0,
             values: None,
+            history: None,
         }
     }
 
@@ -153,6 +157,38 @@ impl DistFigures {
     /// The interval's values, kept for forwarding.
     pub fn values(&self) -> Option<&Values> {
         self.values.as_deref()
+    }
+
+    /// The lowest value, when the series got a sample.
+    pub fn lower(&self) -> Option<f64> {
+        self.summary.map(|s| s.lower)
+    }
+
+    /// The highest value, when the series got a sample.
+    pub fn upper(&self) -> Option<f64> {
+        self.summary.map(|s| s.upper)
+    }
+
+    /// The sum of the squared values; 0 for an idle series.
+    pub fn sum_squares(&self) -> f64 {
+        self.summary.map_or(0.0, |s| s.sum_squares)
+    }
+
+    /// The bins' names (`bin_<b>`, `bin_inf`) with their counts, when bins are configured.
+    pub fn bin_counts(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.bins.iter().flat_map(|b| {
+            b.bins
+                .names()
+                .iter()
+                .map(String::as_str)
+                .zip(b.counts.iter().copied())
+        })
+    }
+
+    /// The interval's mergeable sketch, built when history is on and the series got a
+    /// sample.
+    pub fn log_sketch(&self) -> Option<&LogSketch> {
+        self.history.as_deref()
     }
 
     /// The buckets or quantiles an export plan asked for.
@@ -223,6 +259,7 @@ mod tests {
                 .collect(),
             exact_samples: 10,
             keep_values: false,
+            history_sketch: false,
         }
     }
 
@@ -264,6 +301,7 @@ mod tests {
             observed: None,
             weighted_sum: 3.0,
             values: None,
+            history: None,
         };
         let names: Vec<String> = emitted(&figures, &config(&[10.0, -99.9]))
             .into_iter()

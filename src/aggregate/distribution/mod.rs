@@ -45,6 +45,7 @@
 mod bins;
 mod exact;
 mod figures;
+mod logsketch;
 mod magnitude;
 mod observe;
 mod percentile;
@@ -56,6 +57,7 @@ mod reference_tests;
 
 pub use bins::Bins;
 pub use figures::{DistFigures, Values};
+pub use logsketch::{LogSketch, RELATIVE_ERROR as LOG_SKETCH_ERROR};
 pub use observe::{Observe, Observed, Shape};
 pub use percentile::Percentile;
 pub use state::{DistSnapshot, DistState, LocalDist};
@@ -70,4 +72,6 @@ pub struct DistributionConfig {
     /// Keep each interval's values in its figures for a `statsd` output to forward
     /// ([`DistFigures::values`]).
     pub keep_values: bool,
+    /// Build each interval's [`LogSketch`] for the history store (`[history]` is on).
+    pub history_sketch: bool,
 }

@@ -44,7 +44,7 @@ impl Percentile {
     }
 
     /// True for a bottom percentile (`p > 0`, the lowest values), false for a `top` one.
-    pub(super) fn is_bottom(&self) -> bool {
+    pub fn is_bottom(&self) -> bool {
         self.p > 0.0
     }
 
@@ -53,7 +53,7 @@ impl Percentile {
     /// `round(|p| / 100 * n)` evaluated in this order so it matches JavaScript's
     /// `Math.round(Math.abs(p) / 100 * n)` bit for bit (halves round up; the product is never
     /// negative). A single value is covered by every percentile, as in etsy statsd.
-    pub(super) fn covered(&self, n: u64) -> u64 {
+    pub fn covered(&self, n: u64) -> u64 {
         if n == 1 {
             return 1;
         }

@@ -142,6 +142,7 @@ fn actual(
             .collect(),
         exact_samples,
         keep_values: false,
+        history_sketch: false,
     };
     let bins = bounds.map(|b| Arc::new(Bins::new(b.to_vec()).unwrap()));
     let mut state = DistState::default();

@@ -130,12 +130,16 @@ impl Sketch {
 
     /// Every bucket in ascending value order: negatives, zeros, positives.
     fn ladder(&self) -> Ladder {
+        Ladder::new(self.buckets(), self.n, self.lower, self.upper)
+    }
+
+    /// Every bucket as (read-back value, count), in ascending value order.
+    pub(super) fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
         let negatives = self.negative.iter().flat_map(|m| m.buckets().rev());
         let negatives = negatives.map(|(m, count)| (-m, count));
         let zeros = Some((0.0, self.zeros)).filter(|(_, count)| *count > 0);
         let positives = self.positive.iter().flat_map(Magnitudes::buckets);
-        let buckets = negatives.chain(zeros).chain(positives);
-        Ladder::new(buckets, self.n, self.lower, self.upper)
+        negatives.chain(zeros).chain(positives)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::figures::BinCounts;
+use super::logsketch::LogSketch;
 use super::sketch::Sketch;
 use super::{Bins, DistFigures, DistributionConfig, Observe, Values, exact};
 
@@ -233,6 +234,7 @@ impl DistSnapshot {
         let observed;
         let weighted_sum;
         let values;
+        let mut history = None;
         let (summary, tails) = match samples {
             Samples::Exact(mut sorted) => {
                 sorted.sort_unstable_by(f64::total_cmp);
@@ -242,6 +244,9 @@ impl DistSnapshot {
                 observed = observe.map(|plan| Box::new(plan.sorted(&sorted, sampled)));
                 // Each value 1/rate times: the sampled ones stand for more than themselves.
                 weighted_sum = summary.sum + sampled.iter().map(|(v, w)| v * w).sum::<f64>();
+                if config.history_sketch {
+                    history = Some(Box::new(LogSketch::from_sorted(&sorted)));
+                }
                 let tails = config
                     .percentiles
                     .iter()
@@ -256,6 +261,9 @@ impl DistSnapshot {
                 values = config
                     .keep_values
                     .then(|| Box::new(Values::Weighted(sketch.weighted())));
+                if config.history_sketch {
+                    history = Some(Box::new(LogSketch::from_weighted(sketch.buckets())));
+                }
                 let (summary, tails) = sketch.figures(&config.percentiles);
                 // Past exact_samples the rate of each value is not kept: the mean weight.
                 weighted_sum = summary.mean * count;
@@ -278,6 +286,7 @@ impl DistSnapshot {
             observed,
             weighted_sum,
             values,
+            history,
         }
     }
 }
@@ -295,6 +304,7 @@ mod tests {
                 .collect(),
             exact_samples,
             keep_values: false,
+            history_sketch: false,
         }
     }
 
@@ -568,5 +578,34 @@ mod tests {
         fn assert_send_static<T: Send + 'static>() {}
         assert_send_static::<DistSnapshot>();
         assert_send_static::<DistFigures>();
+    }
+
+    #[test]
+    fn history_sketch_is_built_only_when_on_in_both_modes() {
+        let values: Vec<f64> = (1..=1000).map(|i| f64::from(i) * 0.37).collect();
+        for exact_samples in [10_000, 10] {
+            let mut on = config(&[95.0], exact_samples);
+            on.history_sketch = true;
+            let off = config(&[95.0], exact_samples);
+            let figures = |config: &DistributionConfig| {
+                let mut state = DistState::default();
+                for v in &values {
+                    state.add(*v, 0.5, None, config.exact_samples);
+                }
+                state.take().figures(config, None, None, 10.0)
+            };
+            assert!(figures(&off).log_sketch().is_none());
+            let with = figures(&on);
+            let sketch = with.log_sketch().expect("built when on");
+            // Raw values, not weighted by the rate.
+            assert_eq!(sketch.len(), 1000);
+            let want = values[949];
+            let p95 = Percentile::new(95.0).expect("p");
+            let got = sketch.tail(&p95, values[0], values[999]).expect("covered")[2];
+            assert!(
+                (got - want).abs() <= want * 0.01,
+                "{exact_samples}: {got} vs {want}"
+            );
+        }
     }
 }
