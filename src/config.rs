@@ -388,6 +388,29 @@ fn hostname() -> String {
     }
 }
 
+/// The commented `[[backends]]` block of `kind` in config.toml.example, uncommented, with
+/// its `${VAR}`s given a value: for the tests that check each block parses and spells the
+/// defaults.
+#[cfg(test)]
+pub(crate) fn example_block(kind: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+    let example = std::fs::read_to_string(path).expect("read the example");
+    let start = example
+        .find(&format!("# [[backends]]\n# kind = \"{kind}\""))
+        .unwrap_or_else(|| panic!("the example has a {kind} block"));
+    example[start..]
+        .lines()
+        .take_while(|line| line.starts_with("# "))
+        .map(|line| &line[2..])
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            line.replace("${OTLP_TOKEN}", "token")
+                .replace("${METRICS_TOKEN}", "token")
+                + "\n"
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -756,18 +779,7 @@ mod tests {
 
     #[test]
     fn the_example_http_block_uncommented_is_valid_and_spells_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
-        let example = std::fs::read_to_string(path).expect("read the example");
-        let start = example
-            .find("# [[backends]]\n# kind = \"http\"")
-            .expect("the example has an http block");
-        let block: String = example[start..]
-            .lines()
-            .take_while(|line| line.starts_with("# "))
-            .map(|line| &line[2..])
-            .filter(|line| !line.starts_with('#'))
-            .map(|line| line.replace("${METRICS_TOKEN}", "token") + "\n")
-            .collect();
+        let block = example_block("http");
         let http = http_backend(&block).expect("the http block is valid");
         let defaults =
             http_backend("[[backends]]\nkind = \"http\"\nurl = \"http://h/\"\n").expect("valid");
@@ -781,22 +793,6 @@ mod tests {
         assert_eq!(http.queue.retry_initial, defaults.queue.retry_initial);
         assert_eq!(http.queue.retry_max, defaults.queue.retry_max);
         assert_eq!(http.headers[0].1, "Bearer token");
-    }
-
-    /// The commented `[[backends]]` block of `kind` in config.toml.example, uncommented.
-    fn example_block(kind: &str) -> String {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
-        let example = std::fs::read_to_string(path).expect("read the example");
-        let start = example
-            .find(&format!("# [[backends]]\n# kind = \"{kind}\""))
-            .unwrap_or_else(|| panic!("the example has a {kind} block"));
-        example[start..]
-            .lines()
-            .take_while(|line| line.starts_with("# "))
-            .map(|line| &line[2..])
-            .filter(|line| !line.starts_with('#'))
-            .map(|line| line.replace("${OTLP_TOKEN}", "token") + "\n")
-            .collect()
     }
 
     #[test]

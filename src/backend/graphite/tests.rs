@@ -418,18 +418,7 @@ fn config_has_etsys_defaults_and_checks_the_address() {
 
 #[test]
 fn the_example_graphite_block_uncommented_is_valid_and_spells_the_defaults() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
-    let example = std::fs::read_to_string(path).expect("read the example");
-    let start = example
-        .find("# [[backends]]\n# kind = \"graphite\"")
-        .expect("the example has a graphite block");
-    let block: String = example[start..]
-        .lines()
-        .take_while(|line| line.starts_with("# "))
-        .map(|line| &line[2..])
-        .filter(|line| !line.starts_with('#'))
-        .map(|line| line.to_string() + "\n")
-        .collect();
+    let block = crate::config::example_block("graphite");
     let config = Config::from_toml(&block, Path::new("example.toml")).expect("valid block");
     let Some(BackendConfig::Graphite(graphite)) = config.backends.first() else {
         panic!("a graphite backend");

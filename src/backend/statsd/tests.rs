@@ -263,18 +263,7 @@ fn config_has_defaults_and_checks_its_keys() {
 
 #[test]
 fn the_example_statsd_block_uncommented_is_valid_and_spells_the_defaults() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
-    let example = std::fs::read_to_string(path).expect("read the example");
-    let start = example
-        .find("# [[backends]]\n# kind = \"statsd\"")
-        .expect("the example has a statsd block");
-    let block: String = example[start..]
-        .lines()
-        .take_while(|line| line.starts_with("# "))
-        .map(|line| &line[2..])
-        .filter(|line| !line.starts_with('#'))
-        .map(|line| line.to_string() + "\n")
-        .collect();
+    let block = crate::config::example_block("statsd");
     let from_example = Config::from_toml(&block, Path::new("example.toml")).expect("valid");
     let defaults = Config::from_toml(
         "[[backends]]\nkind = \"statsd\"\naddress = \"127.0.0.1:8125\"\n",
