@@ -2,64 +2,14 @@
 //! the file, line and column, or the environment variable; environment overrides apply with
 //! and without a file; the shipped example config is valid.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+mod common;
+
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tallyd");
-
-/// The agent's process: killed when dropped while still running, so that a test failing
-/// part-way does not leave it behind.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts the binary on `config` and returns it with the UDP address it logged.
-fn spawn_agent(config: &Path) -> (Agent, SocketAddr) {
-    let mut command = Command::new(BIN);
-    command.arg("--config").arg(config);
-    spawn_logged(command)
-}
-
-/// Starts `command` (the binary and its arguments) logging at info and returns it with the
-/// UDP address it logged.
-fn spawn_logged(mut command: Command) -> (Agent, SocketAddr) {
-    let mut child = command
-        .arg("--log-level")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let agent = Agent(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("udp=").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .ok()
-        .and_then(|addr| addr.parse().ok());
-    let Some(addr) = addr else {
-        panic!("the agent did not log a UDP address it listens on");
-    };
-    (agent, addr)
-}
+use common::binary::{BIN, spawn_agent, spawn_logged};
 
 /// Writes a config into `dir`: one UDP listener on a free port with `recv_buffer` bytes of
 /// receive buffer, an hour's flush interval (only the final flush writes) plus `aggregation`

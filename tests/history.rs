@@ -4,18 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::binary::{BIN, spawn_agent};
 use common::client;
 use serde_json::Value;
 use tallyd::history::QueryParams;
 use tallyd::history::query::{self, Answer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tallyd");
 
 /// A day-long tier kept for a year: every flush of a test falls in one window (queries use
 /// a 10-day step, so only a run across a 10-day boundary could split them).
@@ -274,46 +272,6 @@ async fn a_store_that_cannot_be_written_is_counted_and_aggregation_goes_on() {
             .unwrap_or(0);
     }
     agent.finish().await;
-}
-
-/// The agent binary, killed (SIGKILL) if still running when dropped.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_agent(config: &Path) -> (Agent, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("--log-level")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let agent = Agent(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("udp=").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(common::PATIENCE)
-        .ok()
-        .and_then(|a| a.parse().ok())
-        .expect("the agent logs its UDP address");
-    (agent, addr)
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {

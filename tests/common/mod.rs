@@ -2,6 +2,7 @@
 //! backend, send real datagrams, wait on the agent's own counters, read records.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod client;
 pub mod receiver;
 pub mod sink;
