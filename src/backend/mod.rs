@@ -48,7 +48,9 @@ pub enum BackendError {
         backend: &'static str,
         source: std::io::Error,
     },
-    #[error("{backend}: {unsent} records not sent before the shutdown deadline")]
+    /// Payloads left in an output's queue: a record each for `http`, a slice of one for the
+    /// outputs that split a flush (graphite, statsd, remote_write, otlp).
+    #[error("{backend}: {unsent} queued payloads not sent before the shutdown deadline")]
     Unsent {
         backend: &'static str,
         unsent: usize,
